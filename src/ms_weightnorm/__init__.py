@@ -1,0 +1,45 @@
+"""Weight normalization (Salimans & Kingma, 2016) for MindSpore.
+
+``w = g * v / ||v||``: a layer's weight is trained as a magnitude ``g`` and a direction
+``v``. The weight is computed from them inside the traced computation, so gradients reach
+both in PyNative and GRAPH_MODE alike.
+"""
+from . import functional
+from .functional import norm_except_dim
+from .parametrize import (
+    Parametrization,
+    invalidate_compiled_graphs,
+    is_parametrized,
+    parametrizations,
+    register_parametrization,
+    remove_parametrization,
+)
+from .weight_norm import (
+    WeightNorm,
+    WeightNormParametrization,
+    apply_weight_norm,
+    is_weight_normed,
+    remove_all_weight_norm,
+    remove_weight_norm,
+    weight_norm,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "functional",
+    "norm_except_dim",
+    "weight_norm",
+    "remove_weight_norm",
+    "apply_weight_norm",
+    "remove_all_weight_norm",
+    "is_weight_normed",
+    "WeightNorm",
+    "WeightNormParametrization",
+    "Parametrization",
+    "register_parametrization",
+    "remove_parametrization",
+    "parametrizations",
+    "is_parametrized",
+    "invalidate_compiled_graphs",
+]

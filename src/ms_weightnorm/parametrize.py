@@ -1,0 +1,352 @@
+"""One mechanism: replace a Parameter of any Cell by a tensor computed from new Parameters.
+
+Why a class swap: MindSpore layers read their weight as ``self.weight`` inside
+``construct``. Assigning a computed value into that Parameter (``P.Assign``, ``set_data``)
+cuts the computation graph, so the new Parameters get zero gradients. Instead, the cell's
+class is swapped for a cached subclass in which ``weight`` is a read-only ``property``
+that computes the weight from the new Parameters. The property body is ordinary Python
+that MindSpore parses into the graph in GRAPH_MODE and runs eagerly in PyNative, so both
+modes share one code path and gradients flow to the new Parameters.
+
+Layers that read a Parameter through a tuple attribute (nn.LSTM and nn.GRU read
+``w_ih_list``/``w_hh_list``) get a property for that tuple as well, rebuilt from the
+cell's attributes so the computed weight stands in its slot.
+
+A compiled graph does not notice a changed cell (MindSpore caches graphs per top cell),
+so every change here drops the cached graphs: the next call compiles afresh.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import numpy as np
+from mindspore import Parameter, ParameterTuple, Tensor, nn
+
+__all__ = [
+    "Parametrization",
+    "register_parametrization",
+    "remove_parametrization",
+    "parametrizations",
+    "is_parametrized",
+    "original_class",
+]
+
+
+class Parametrization:
+    """How a Parameter is split into new Parameters and composed back.
+
+    Subclasses are frozen dataclasses (hashable and picklable: the cached classes are keyed by
+    them). They define:
+
+    - ``suffixes``: names of the new Parameters, stored as ``<name>_<suffix>``;
+    - ``split(weight) -> tuple[Tensor, ...]``: their initial values, one per suffix, such that
+      ``compose`` gives back ``weight``;
+    - ``compose_fn() -> callable``: a function of the new Parameters (in suffix order) that
+      returns the weight. It runs inside traced graphs, so it must be graph-compilable.
+    """
+
+    suffixes: Tuple[str, ...] = ()
+
+    def split(self, weight: Tensor) -> Tuple[Tensor, ...]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def compose_fn(self) -> Callable[..., Tensor]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def check(self, cell: nn.Cell, name: str, weight: Parameter) -> None:
+        """Raise before anything changes if ``weight`` cannot be parametrized."""
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One parametrized Parameter of a class: its attribute name, how, and tuple aliases."""
+    name: str
+    parametrization: Parametrization
+    # ((tuple_attribute, (attr_of_slot0, attr_of_slot1, ...)), ...): tuple attributes that
+    # hold this Parameter, each rebuilt from the cell's attributes of its slots.
+    aliases: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()
+
+    def param_names(self) -> Tuple[str, ...]:
+        return tuple(f"{self.name}_{s}" for s in self.parametrization.suffixes)
+
+
+_CLASS_CACHE: Dict[Tuple[type, Tuple[_Entry, ...]], type] = {}
+
+
+def _make_getter(fn: Callable[..., Tensor], names: Tuple[str, ...]) -> Callable[[Any], Tensor]:
+    # Explicit arities: MindSpore's graph parser handles these plain forms everywhere.
+    # (Default arguments in a property getter fail to compile in GRAPH_MODE; closures work.)
+    if len(names) == 1:
+        (a,) = names
+
+        def get1(self):
+            return fn(getattr(self, a))
+        return get1
+    if len(names) == 2:
+        a, b = names
+
+        def get2(self):
+            return fn(getattr(self, a), getattr(self, b))
+        return get2
+    if len(names) == 3:
+        a, b, c = names
+
+        def get3(self):
+            return fn(getattr(self, a), getattr(self, b), getattr(self, c))
+        return get3
+    raise NotImplementedError("parametrizations with more than 3 parameters are not supported")
+
+
+def _make_tuple_getter(slots: Tuple[str, ...], getters: Dict[str, Callable]) -> Callable[[Any], tuple]:
+    """Getter for a tuple attribute whose slots are read from the cell by name.
+
+    Computed slots call their getter directly: in GRAPH_MODE, ``getattr(self, name)`` on a
+    property name is evaluated at compile time to a constant, which would cut the gradient.
+    For the same reason the tuple is built by recursion on closures, not by a loop.
+    """
+    if len(slots) == 1:
+        (a,) = slots
+        if a in getters:
+            compute = getters[a]
+
+            def get_computed(self):
+                return (compute(self),)
+            return get_computed
+
+        def get_param(self):
+            return (getattr(self, a),)
+        return get_param
+    head = _make_tuple_getter(slots[:1], getters)
+    tail = _make_tuple_getter(slots[1:], getters)
+
+    def get_tuple(self):
+        return head(self) + tail(self)
+    return get_tuple
+
+
+def _read_only(attr: str) -> property:
+    def fail(self, value):
+        raise AttributeError(
+            f"'{attr}' of {type(self).__name__} is computed by a parametrization (weight norm); "
+            f"assign to its underlying Parameters instead, or remove the parametrization first")
+    return fail
+
+
+def _parametrized_class(base: type, entries: Tuple[_Entry, ...]) -> type:
+    key = (base, entries)
+    cls = _CLASS_CACHE.get(key)
+    if cls is not None:
+        return cls
+    namespace: Dict[str, Any] = {
+        "_reparam_base": base,
+        "_reparam_entries": entries,
+        "__reduce_ex__": _reduce_ex,
+        "__setattr__": _guarded_setattr,
+        "__module__": base.__module__,
+    }
+    getters = {e.name: _make_getter(e.parametrization.compose_fn(), e.param_names()) for e in entries}
+    computed = set(getters)
+    for name, getter in getters.items():
+        namespace[name] = property(getter, _read_only(name))
+    for entry in entries:
+        for attr, slots in entry.aliases:
+            # Several entries may share one tuple (two weights of one ParameterTuple); the
+            # getter is the same for all of them since it reads every slot by name.
+            namespace[attr] = property(_make_tuple_getter(slots, getters), _read_only(attr))
+            computed.add(attr)
+    namespace["_reparam_computed"] = frozenset(computed)
+    # Keep the layer's own class name, so reprs, logs and error messages stay familiar.
+    cls = type(base.__name__, (base,), namespace)
+    cls.__qualname__ = base.__qualname__
+    _CLASS_CACHE[key] = cls
+    return cls
+
+
+def _guarded_setattr(self, attr, value):
+    if attr in type(self)._reparam_computed:
+        _read_only(attr)(self, value)
+    type(self)._reparam_base.__setattr__(self, attr, value)
+
+
+def _rebuild(base: type, entries: Tuple[_Entry, ...]):
+    cls = _parametrized_class(base, entries)
+    return cls.__new__(cls)
+
+
+def _reduce_ex(self, protocol):
+    # The generated class cannot be found by import, so pickle and deepcopy go through a
+    # module-level function that regenerates (or fetches) it.
+    cls = type(self)
+    return _rebuild, (cls._reparam_base, cls._reparam_entries), self.__getstate__()
+
+
+def original_class(cell: nn.Cell) -> type:
+    """The cell's class before any parametrization (its own class when there is none)."""
+    return getattr(type(cell), "_reparam_base", type(cell))
+
+
+def _entries(cell: nn.Cell) -> Tuple[_Entry, ...]:
+    return getattr(type(cell), "_reparam_entries", ())
+
+
+def parametrizations(cell: nn.Cell) -> Dict[str, Parametrization]:
+    """The parametrized attribute names of ``cell`` (not of its children) and how."""
+    return {e.name: e.parametrization for e in _entries(cell)}
+
+
+def is_parametrized(cell: nn.Cell, name: Optional[str] = None) -> bool:
+    """Whether ``cell`` has any parametrization, or one on ``name``."""
+    entries = _entries(cell)
+    return bool(entries) if name is None else any(e.name == name for e in entries)
+
+
+def _cell_label(cell: nn.Cell) -> str:
+    return f"{type(cell).__name__} cell"
+
+
+def _find_aliases(cell: nn.Cell, param: Parameter) -> Tuple[Tuple[str, Tuple[str, ...]], ...]:
+    """Tuple attributes (ParameterTuple) of ``cell`` that hold ``param``, with slot names."""
+    by_id = {id(p): key for key, p in cell._params.items()}
+    aliases = []
+    for attr, value in list(vars(cell).items()):
+        if not isinstance(value, (ParameterTuple, tuple)) or attr.startswith("_"):
+            continue
+        if not any(x is param for x in value):
+            continue
+        slots = []
+        for x in value:
+            if id(x) not in by_id:
+                raise TypeError(
+                    f"{_cell_label(cell)}: its tuple attribute '{attr}' holds '{param.name}' next to "
+                    f"a value that is not one of the cell's own Parameters, so it cannot be rebuilt")
+            slots.append(by_id[id(x)])
+        aliases.append((attr, tuple(slots)))
+    # Tuples already replaced by a property for another parametrized slot of the same tuple.
+    key = next((k for k, p in cell._params.items() if p is param), None)
+    for entry in _entries(cell):
+        for attr, slots in entry.aliases:
+            if key in slots and all(attr != a for a, _ in aliases):
+                aliases.append((attr, slots))
+    return tuple(aliases)
+
+
+def _replace_params(cell: nn.Cell, old_key: str, new: Dict[str, Parameter]) -> None:
+    """Put ``new`` Parameters where ``old_key`` stood in ``cell._params`` (keeps order)."""
+    items = []
+    for key, p in cell._params.items():
+        if key == old_key:
+            items.extend(new.items())
+        elif key not in new:
+            items.append((key, p))
+    cell._params.clear()
+    cell._params.update(items)
+
+
+def register_parametrization(cell: nn.Cell, name: str, parametrization: Parametrization) -> nn.Cell:
+    """Replace Parameter ``name`` of ``cell`` by ``parametrization``'s new Parameters.
+
+    Afterwards ``cell.<name>`` is computed from ``cell.<name>_<suffix>`` on every read (inside
+    graphs too), and the original Parameter is gone from the cell. Each new Parameter is named
+    after the original (``body.0.weight`` gives ``body.0.weight_g``) so names stay unique in
+    optimizers and checkpoints whether the cell is already attached to a parent or not.
+    Validation happens first: on error the cell is unchanged.
+    """
+    if not isinstance(cell, nn.Cell):
+        raise TypeError(f"expected a mindspore.nn.Cell, got {type(cell).__name__}")
+    label = _cell_label(cell)
+    if is_parametrized(cell, name):
+        raise ValueError(
+            f"{label}: weight norm is already applied to '{name}'; call remove_weight_norm(cell, "
+            f"'{name}') first if you want to apply it again with other settings")
+    params = cell._params
+    if name not in params:
+        available = ", ".join(sorted(params)) or "none"
+        raise ValueError(
+            f"{label} has no Parameter '{name}' of its own (its Parameters: {available}); pass "
+            f"name= one of those, or apply it to the child cell that owns the Parameter")
+    weight = params[name]
+    if not isinstance(weight, Parameter):
+        raise TypeError(f"{label}: '{name}' is a {type(weight).__name__}, not a Parameter")
+    parametrization.check(cell, name, weight)
+    entry = _Entry(name, parametrization, _find_aliases(cell, weight))
+    for new_name in entry.param_names():
+        if new_name in params or new_name in vars(cell):
+            raise ValueError(f"{label} already has an attribute '{new_name}'; cannot add it for '{name}'")
+
+    values = parametrization.split(weight)
+    new_params = {
+        key: Parameter(value, name=f"{weight.name}_{suffix}", requires_grad=weight.requires_grad)
+        for key, suffix, value in zip(entry.param_names(), parametrization.suffixes, values)
+    }
+    # All checks passed and all values computed: only now change the cell.
+    base = original_class(cell)
+    new_cls = _parametrized_class(base, _entries(cell) + (entry,))
+    _replace_params(cell, name, new_params)
+    for attr, _ in entry.aliases:
+        vars(cell).pop(attr, None)
+    object.__setattr__(cell, "__class__", new_cls)
+    invalidate_compiled_graphs()
+    return cell
+
+
+def remove_parametrization(cell: nn.Cell, name: str) -> Parameter:
+    """Fold the current value of ``cell.<name>`` into a plain Parameter again; return it."""
+    entries = _entries(cell)
+    entry = next((e for e in entries if e.name == name), None)
+    if entry is None:
+        applied = ", ".join(e.name for e in entries) or "none"
+        raise ValueError(
+            f"{_cell_label(cell)}: weight norm is not applied to '{name}' (applied to: {applied}); "
+            f"nothing to remove")
+    value = getattr(cell, name)
+    first = getattr(cell, entry.param_names()[0])
+    suffix = "_" + entry.parametrization.suffixes[0]
+    param_name = first.name[: -len(suffix)] if first.name.endswith(suffix) else name
+    folded = Parameter(value, name=param_name, requires_grad=first.requires_grad)
+
+    rest = tuple(e for e in entries if e is not entry)
+    base = original_class(cell)
+    new_cls = _parametrized_class(base, rest) if rest else base
+    old_keys = entry.param_names()
+    items = []
+    for key, p in cell._params.items():
+        if key == old_keys[0]:
+            items.append((name, folded))
+        elif key not in old_keys:
+            items.append((key, p))
+    cell._params.clear()
+    cell._params.update(items)
+    object.__setattr__(cell, "__class__", new_cls)
+    for attr, slots in entry.aliases:
+        # Other entries may still compute some slots: only restore a plain tuple once no
+        # remaining entry aliases this attribute.
+        if not any(attr == a for e in rest for a, _ in e.aliases):
+            object.__setattr__(cell, attr, ParameterTuple(getattr(cell, s) for s in slots))
+    invalidate_compiled_graphs()
+    return folded
+
+
+def invalidate_compiled_graphs() -> None:
+    """Drop MindSpore's cached graphs so that the next call compiles the changed cells.
+
+    MindSpore keys compiled graphs by the top cell (or the ``ms.jit`` function) and never
+    looks at the structure of its children again; after a class swap or a Parameter change
+    a cached graph would silently compute with the old structure. Dropping the caches is
+    what ``mindspore.ms_memory_recycle`` does to them, without its memory recycling.
+    """
+    from mindspore.graph import api as _api  # internal; only its caches are touched
+
+    executor = _api._cell_graph_executor
+    if _api.ms_compile_cache:
+        executor.del_net_res(None, _api.ms_compile_cache)
+        try:
+            jit_executor = _api.JitExecutor_.get_instance()
+            jit_executor.del_net_res(None, _api.ms_compile_cache)
+        except Exception:  # pragma: no cover - depends on the jit pipeline in use
+            pass
+        _api.ms_compile_cache.clear()
+    for cache in _api.cells_compile_cache.values():
+        if cache:
+            executor.del_net_res(None, cache)
+            cache.clear()
