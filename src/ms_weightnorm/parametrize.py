@@ -125,11 +125,12 @@ def _make_tuple_getter(slots: Tuple[str, ...], getters: Dict[str, Callable]) -> 
     return get_tuple
 
 
-def _read_only(attr: str) -> property:
+def _read_only(attr: str, sources: Tuple[str, ...]) -> Callable[[Any, Any], None]:
     def fail(self, value):
         raise AttributeError(
-            f"'{attr}' of {type(self).__name__} is computed by a parametrization (weight norm); "
-            f"assign to its underlying Parameters instead, or remove the parametrization first")
+            f"{type(self).__name__} cell: '{attr}' is computed by weight norm from "
+            f"{', '.join(repr(s) for s in sources)}; set those instead "
+            f"(e.g. cell.{sources[-1]}.set_data(...)), or remove weight norm from '{attr}' first")
     return fail
 
 
@@ -147,13 +148,13 @@ def _parametrized_class(base: type, entries: Tuple[_Entry, ...]) -> type:
     }
     getters = {e.name: _make_getter(e.parametrization.compose_fn(), e.param_names()) for e in entries}
     computed = set(getters)
-    for name, getter in getters.items():
-        namespace[name] = property(getter, _read_only(name))
     for entry in entries:
+        namespace[entry.name] = property(getters[entry.name], _read_only(entry.name, entry.param_names()))
         for attr, slots in entry.aliases:
             # Several entries may share one tuple (two weights of one ParameterTuple); the
             # getter is the same for all of them since it reads every slot by name.
-            namespace[attr] = property(_make_tuple_getter(slots, getters), _read_only(attr))
+            namespace[attr] = property(_make_tuple_getter(slots, getters),
+                                       _read_only(attr, entry.param_names()))
             computed.add(attr)
     namespace["_reparam_computed"] = frozenset(computed)
     # Keep the layer's own class name, so reprs, logs and error messages stay familiar.
@@ -165,7 +166,8 @@ def _parametrized_class(base: type, entries: Tuple[_Entry, ...]) -> type:
 
 def _guarded_setattr(self, attr, value):
     if attr in type(self)._reparam_computed:
-        _read_only(attr)(self, value)
+        # Cell.__setattr__ would store a Parameter in _params, where the property hides it.
+        getattr(type(self), attr).fset(self, value)
     type(self)._reparam_base.__setattr__(self, attr, value)
 
 

@@ -82,7 +82,8 @@ def _make_parametrization(cell: nn.Cell, name: str, dim: F.Dim, eps: float) -> W
         raise type(err)(f"{label}, Parameter '{name}' of shape {tuple(weight.shape)}: {err}") from None
     shape = tuple(weight.shape)
     if axis is not None and len(shape) > 1:
-        if shape[axis] == 1:
+        # Axis 0 of size 1 is a layer with a single output: natural, not worth a warning.
+        if shape[axis] == 1 and axis != 0:
             warnings.warn(
                 f"{label}, Parameter '{name}' of shape {shape}: dim={dim} keeps an axis of size 1, so "
                 f"the norm covers the whole tensor. MindSpore's Conv1d weights are 4-D "
@@ -258,18 +259,22 @@ class WeightNorm(nn.Cell):
 
     @property
     def param_g(self) -> Parameter:
-        return self._part("g")
+        """The magnitude ``g`` (``module.<name>_g``)."""
+        return getattr(self.module, f"{self.param_name}_g")
 
     @property
     def param_v(self) -> Parameter:
-        return self._part("v")
+        """The direction ``v`` (``module.<name>_v``)."""
+        return getattr(self.module, f"{self.param_name}_v")
 
-    def _part(self, suffix: str) -> Parameter:
-        if not self.use_weight_norm:
+    def __getattr__(self, attr: str):
+        # Reached when a property above raised AttributeError (Python's fallback), i.e. after
+        # removal: say why instead of Cell's generic "no attribute".
+        if attr in ("param_g", "param_v"):
             raise AttributeError(
                 f"WeightNorm({type(self.module).__name__}): weight norm was removed, so there is no "
-                f"param_{suffix}; the folded weight is module.{self.param_name}")
-        return getattr(self.module, f"{self.param_name}_{suffix}")
+                f"{attr}; the folded weight is module.{self.param_name}")
+        return super().__getattr__(attr)
 
     def construct(self, *inputs, **kwargs):
         return self.module(*inputs, **kwargs)

@@ -1,0 +1,100 @@
+"""The general mechanism, with a parametrization of its own (not weight norm)."""
+from dataclasses import dataclass
+from typing import ClassVar, Tuple
+
+import mindspore as ms
+import numpy as np
+import pytest
+from mindspore import Tensor, nn
+
+from ms_weightnorm import parametrize as P
+from ms_weightnorm import weight_norm
+
+from helpers import SumSquares, grads, param_names
+
+
+@dataclass(frozen=True)
+class Scaled(P.Parametrization):
+    """w = s * u with a scalar s: the simplest non-trivial split."""
+
+    suffixes: ClassVar[Tuple[str, ...]] = ("s", "u")
+
+    def split(self, weight):
+        return Tensor(np.array(2.0, np.float32)), weight / 2
+
+    def compose_fn(self):
+        def compose(s, u):
+            return s * u
+        return compose
+
+
+def test_register_and_remove_a_custom_parametrization(mode):
+    layer = nn.Dense(3, 2)
+    x = Tensor(np.ones((4, 3), np.float32))
+    before = layer(x).asnumpy()
+    P.register_parametrization(layer, "weight", Scaled())
+    assert P.is_parametrized(layer, "weight") and P.original_class(layer) is nn.Dense
+    assert param_names(layer) == ["weight_s", "weight_u", "bias"]
+    np.testing.assert_allclose(layer(x).asnumpy(), before, rtol=1e-6)
+    _, (gs, gu) = grads(SumSquares(layer), x, [layer.weight_s, layer.weight_u])
+    assert gs.shape == () and abs(float(gs)) > 0 and np.abs(gu).sum() > 0
+    folded = P.remove_parametrization(layer, "weight")
+    assert type(layer) is nn.Dense and folded is layer.weight
+    assert param_names(layer) == ["weight", "bias"]
+    np.testing.assert_allclose(layer(x).asnumpy(), before, rtol=1e-6)
+
+
+def test_generated_classes_are_cached_and_keep_the_layer_name():
+    a = weight_norm(nn.Dense(3, 2))
+    b = weight_norm(nn.Dense(4, 5))
+    c = weight_norm(nn.Dense(4, 5), dim=1)
+    assert type(a) is type(b) and type(a) is not type(c)
+    assert type(a).__name__ == "Dense" and isinstance(a, nn.Dense)
+    assert "Dense" in repr(a)
+
+
+def test_two_parametrizations_on_one_cell_and_removal_in_any_order():
+    layer = nn.Dense(3, 2)
+    P.register_parametrization(layer, "weight", Scaled())
+    weight_norm(layer, "bias")
+    assert P.parametrizations(layer).keys() == {"weight", "bias"}
+    P.remove_parametrization(layer, "weight")
+    assert P.parametrizations(layer).keys() == {"bias"}
+    assert type(layer).__name__ == "Dense" and type(layer) is not nn.Dense
+    P.remove_parametrization(layer, "bias")
+    assert type(layer) is nn.Dense
+    assert param_names(layer) == ["weight", "bias"]
+
+
+def test_two_slots_of_one_parameter_tuple(mode):
+    """nn.LSTM reads w_ih_list; both directions' weights normed, then removed one by one."""
+    lstm = nn.LSTM(3, 4, bidirectional=True)
+    x = Tensor(np.random.default_rng(0).standard_normal((5, 2, 3)).astype(np.float32))
+    loss0, _ = grads(SumSquares(lstm), x, lstm.trainable_params())
+    weight_norm(lstm, "weight_ih_l0")
+    weight_norm(lstm, "weight_ih_l0_reverse")
+    params = [lstm.weight_ih_l0_g, lstm.weight_ih_l0_v, lstm.weight_ih_l0_reverse_g, lstm.weight_ih_l0_reverse_v]
+    loss, gs = grads(SumSquares(lstm), x, params)
+    assert loss == pytest.approx(loss0, rel=1e-5)
+    assert all(np.abs(g).sum() > 0 for g in gs)
+    P.remove_parametrization(lstm, "weight_ih_l0")
+    _, gs = grads(SumSquares(lstm), x, [lstm.weight_ih_l0, lstm.weight_ih_l0_reverse_g])
+    assert all(np.abs(g).sum() > 0 for g in gs)
+    P.remove_parametrization(lstm, "weight_ih_l0_reverse")
+    assert isinstance(lstm.w_ih_list, ms.ParameterTuple)
+    assert [p.name for p in lstm.w_ih_list] == ["layer.weight_ih_l0", "layer.weight_ih_l0_reverse"]
+
+
+def test_registration_rejects_non_cells_and_name_clashes():
+    with pytest.raises(TypeError, match="mindspore.nn.Cell"):
+        P.register_parametrization(object(), "weight", Scaled())
+    layer = nn.Dense(3, 2)
+    layer.weight_s = ms.Parameter(Tensor(np.ones(1, np.float32)))
+    with pytest.raises(ValueError, match="already has an attribute 'weight_s'"):
+        P.register_parametrization(layer, "weight", Scaled())
+    assert type(layer) is nn.Dense and "weight" in layer._params
+
+
+def test_invalidate_compiled_graphs_is_safe_without_graphs():
+    P.invalidate_compiled_graphs()
+    P.invalidate_compiled_graphs()

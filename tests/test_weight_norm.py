@@ -1,0 +1,381 @@
+"""The public API on real layers, in PyNative and GRAPH_MODE."""
+import copy
+import warnings
+
+import mindspore as ms
+import numpy as np
+import pytest
+from mindspore import Parameter, mint, nn, ops
+
+import ms_weightnorm as wn
+from ms_weightnorm import functional as F
+
+from helpers import SumSquares, grads, np_norm_except_dim, np_weight_norm_grads, param_names
+
+# name, factory, input shape (None: integer ids), parameter name, dims to try
+LAYERS = [
+    ("Dense", lambda: nn.Dense(5, 4), (3, 5), "weight", (0, 1, None)),
+    ("Conv1d", lambda: nn.Conv1d(3, 4, 3, has_bias=True), (2, 3, 8), "weight", (0, 1, 3, None)),
+    ("Conv2d", lambda: nn.Conv2d(3, 4, 3, has_bias=True), (2, 3, 6, 6), "weight", (0, 2, -2, None)),
+    ("Conv3d", lambda: nn.Conv3d(2, 3, 2, has_bias=True), (1, 2, 4, 4, 4), "weight", (0, 1)),
+    ("Conv1dTranspose", lambda: nn.Conv1dTranspose(3, 4, 3, has_bias=True), (2, 3, 8), "weight", (0, 1)),
+    ("Conv2dTranspose", lambda: nn.Conv2dTranspose(3, 4, 3, has_bias=True), (2, 3, 5, 5), "weight", (0, 1)),
+    ("Conv3dTranspose", lambda: nn.Conv3dTranspose(2, 3, 2, has_bias=True), (1, 2, 3, 3, 3), "weight", (0, 1)),
+    ("Embedding", lambda: nn.Embedding(10, 4), None, "embedding_table", (0, 1)),
+    ("LSTM", lambda: nn.LSTM(3, 4, bidirectional=True), (5, 2, 3), "weight_ih_l0", (0, 1)),
+    ("LSTM-hh-reverse", lambda: nn.LSTM(3, 4, bidirectional=True), (5, 2, 3), "weight_hh_l0_reverse", (0,)),
+    ("GRU", lambda: nn.GRU(3, 4, num_layers=2), (5, 2, 3), "weight_hh_l1", (0, None)),
+    ("mint.Linear", lambda: mint.nn.Linear(5, 4), (3, 5), "weight", (0, 1)),
+    ("Dense-bias", lambda: nn.Dense(5, 4), (3, 5), "bias", (0,)),
+]
+CASES = [pytest.param(f, shape, name, dim, id=f"{label}-{name}-dim{dim}")
+         for label, f, shape, name, dims in LAYERS for dim in dims]
+
+
+def make_input(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    if shape is None:
+        return ms.Tensor(rng.integers(0, 10, (3, 5)).astype(np.int32))
+    return ms.Tensor(rng.standard_normal(shape).astype(np.float32))
+
+
+class UserCell(nn.Cell):
+    """A user-defined layer that reads ``self.kernel`` in construct (no primitives: picklable)."""
+
+    def __init__(self):
+        super().__init__()
+        self.kernel = Parameter(ms.Tensor(np.random.default_rng(1).standard_normal((4, 3)).astype(np.float32)))
+
+    def construct(self, x):
+        return ops.matmul(x, self.kernel.T)
+
+
+@pytest.mark.parametrize("factory,shape,name,dim", CASES)
+def test_layer_outputs_and_gradients(factory, shape, name, dim, mode):
+    """Applying weight norm keeps outputs; grads of g, v equal the closed form of the weight grad."""
+    ms.set_seed(0)
+    np.random.seed(0)
+    layer = factory()
+    x = make_input(shape)
+    plain = SumSquares(layer)
+    w = layer._params[name]
+    w0 = w.asnumpy().copy()
+    loss0, (grad_w,) = grads(plain, x, [w])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # size-1 axes (Conv1d dim 1 ... ) are intended here
+        wn.weight_norm(layer, name, dim)
+    net = SumSquares(layer)
+    g, v = getattr(layer, f"{name}_g"), getattr(layer, f"{name}_v")
+    assert name not in layer._params
+    np.testing.assert_allclose(g.asnumpy(), np_norm_except_dim(w0, dim), rtol=1e-5)
+    np.testing.assert_array_equal(v.asnumpy(), w0)
+    np.testing.assert_allclose(getattr(layer, name).asnumpy(), w0, rtol=1e-5, atol=1e-6)
+
+    loss, (grad_g, grad_v) = grads(net, x, [g, v])
+    assert loss == pytest.approx(loss0, rel=1e-5)
+    ref_g, ref_v = np_weight_norm_grads(w0, g.asnumpy(), grad_w, dim)
+    np.testing.assert_allclose(grad_g, ref_g, rtol=2e-4, atol=1e-5)
+    np.testing.assert_allclose(grad_v, ref_v, rtol=2e-4, atol=1e-5)
+
+
+def test_user_defined_cell(mode):
+    cell = UserCell()
+    x = make_input((2, 3))
+    before = cell(x).asnumpy()
+    wn.weight_norm(cell, "kernel")
+    np.testing.assert_allclose(cell(x).asnumpy(), before, rtol=1e-5)
+    _, (gg, gv) = grads(SumSquares(cell), x, [cell.kernel_g, cell.kernel_v])
+    assert np.abs(gg).sum() > 0 and np.abs(gv).sum() > 0
+
+
+def test_the_requests_example(mode):
+    """The original request's usage, as written there."""
+    m = wn.WeightNorm(nn.Dense(20, 40))
+    assert m.param_g.shape == (40, 1)
+    assert m.param_v.shape == (40, 20)
+    assert m.dim == 0 and isinstance(m.module, nn.Dense)
+    inputs = ms.Tensor(np.random.randn(10, 20), ms.float32)
+    outputs = m(inputs)
+    assert outputs.shape == (10, 40)
+    # g and v train (the request's Assign-based sample gives them zero gradients).
+    _, (gg, gv) = grads(SumSquares(m), inputs, [m.param_g, m.param_v])
+    assert np.abs(gg).sum() > 0 and np.abs(gv).sum() > 0
+    m.remove_weight_norm()
+    assert m.use_weight_norm is False
+    np.testing.assert_allclose(m(inputs).asnumpy(), outputs.asnumpy(), rtol=1e-5, atol=1e-6)
+    assert param_names(m) == ["module.weight", "module.bias"]
+    with pytest.raises(AttributeError, match="removed"):
+        _ = m.param_g
+
+
+def test_wrapper_parameter_names_are_unique_in_an_optimizer():
+    net = nn.SequentialCell([wn.WeightNorm(nn.Dense(4, 4)), wn.WeightNorm(nn.Dense(4, 2))])
+    names = [p.name for p in net.trainable_params()]
+    assert names == ["0.module.weight_g", "0.module.weight_v", "0.module.bias",
+                     "1.module.weight_g", "1.module.weight_v", "1.module.bias"]
+    nn.Adam(net.trainable_params())
+
+
+@pytest.mark.parametrize("before_attach", [True, False])
+def test_parameter_names_carry_the_full_path(before_attach):
+    if before_attach:
+        body = nn.SequentialCell([wn.weight_norm(nn.Dense(3, 3)), wn.weight_norm(nn.Dense(3, 3))])
+        net = nn.SequentialCell([body])
+    else:
+        net = nn.SequentialCell([nn.SequentialCell([nn.Dense(3, 3), nn.Dense(3, 3)])])
+        wn.apply_weight_norm(net)
+    names = sorted(p.name for p in net.trainable_params())
+    assert names == sorted(n for n, _ in net.parameters_and_names())
+    assert "0.1.weight_g" in names and "0.0.weight_v" in names
+    nn.Momentum(net.trainable_params(), 0.1, 0.9)  # rejects duplicate names
+
+
+def test_training_moves_g_and_v_and_lowers_the_loss(mode):
+    ms.set_seed(1)
+    rng = np.random.default_rng(1)
+    x = ms.Tensor(rng.standard_normal((32, 6)).astype(np.float32))
+    y = ms.Tensor(rng.standard_normal((32, 1)).astype(np.float32))
+    net = nn.SequentialCell([nn.Dense(6, 16), nn.Tanh(), nn.Dense(16, 1)])
+    wn.apply_weight_norm(net)
+    before = {p.name: p.asnumpy().copy() for p in net.trainable_params()}
+    step = nn.TrainOneStepCell(nn.WithLossCell(net, nn.MSELoss()), nn.Adam(net.trainable_params(), 1e-2))
+    step.set_train()
+    losses = [float(step(x, y).asnumpy()) for _ in range(30)]
+    assert losses[-1] < 0.7 * losses[0]
+    for p in net.trainable_params():
+        assert not np.allclose(p.asnumpy(), before[p.name]), p.name
+
+
+def test_same_numbers_in_every_execution_mode():
+    rng = np.random.default_rng(2)
+    x = ms.Tensor(rng.standard_normal((4, 5)).astype(np.float32))
+
+    def run(setup):
+        ms.set_seed(3)
+        net = SumSquares(nn.SequentialCell([nn.Dense(5, 6), nn.ReLU(), nn.Dense(6, 2)]))
+        wn.apply_weight_norm(net)
+        return setup(net)
+
+    def pynative(net):
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+        return grads(net, x, net.trainable_params())
+
+    def graph(level):
+        def run_graph(net):
+            ms.set_context(mode=ms.GRAPH_MODE, jit_syntax_level=level)
+            try:
+                return grads(net, x, net.trainable_params())
+            finally:
+                ms.set_context(mode=ms.PYNATIVE_MODE, jit_syntax_level=ms.LAX)
+        return run_graph
+
+    def jit_function(net):
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+        grad_fn = ms.value_and_grad(net, None, net.trainable_params())
+
+        @ms.jit
+        def step(x_):
+            return grad_fn(x_)
+        loss, gs = step(x)
+        return float(loss.asnumpy()), [g.asnumpy() for g in gs]
+
+    ref_loss, ref_grads = run(pynative)
+    for setup in (graph(ms.STRICT), graph(ms.LAX), jit_function):
+        loss, gs = run(setup)
+        assert loss == pytest.approx(ref_loss, rel=1e-6)
+        for a, b in zip(gs, ref_grads):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_removal_after_graph_compile_uses_the_folded_weight():
+    ms.set_context(mode=ms.GRAPH_MODE)
+    try:
+        net = nn.SequentialCell([nn.Dense(5, 4)])
+        wn.apply_weight_norm(net)
+        x = make_input((2, 5))
+        net(x)
+        assert wn.remove_all_weight_norm(net) == ["0"]
+        # A stale graph would still compute from g and v, ignoring the new weight.
+        net[0].weight.set_data(ms.Tensor(np.zeros((4, 5), np.float32)))
+        out = net(x).asnumpy()
+        np.testing.assert_allclose(out, np.broadcast_to(net[0].bias.asnumpy(), out.shape))
+        # And the other way round: applying after compile is seen as well.
+        wn.apply_weight_norm(net, eps=1e-12)
+        net[0].weight_g.set_data(ms.Tensor(np.ones((4, 1), np.float32)))
+        net[0].weight_v.set_data(ms.Tensor(np.ones((4, 5), np.float32)))
+        expected = x.asnumpy().sum(1, keepdims=True) / np.sqrt(5) + net[0].bias.asnumpy()
+        np.testing.assert_allclose(net(x).asnumpy(), expected, rtol=1e-5)
+    finally:
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
+def test_removal_after_jit_compile_uses_the_folded_weight():
+    net = nn.SequentialCell([nn.Dense(5, 4)])
+    wn.apply_weight_norm(net)
+    x = make_input((2, 5))
+
+    @ms.jit
+    def forward(x_):
+        return net(x_)
+
+    forward(x)
+    wn.remove_all_weight_norm(net)
+    net[0].weight.set_data(ms.Tensor(np.zeros((4, 5), np.float32)))
+    out = forward(x).asnumpy()
+    np.testing.assert_allclose(out, np.broadcast_to(net[0].bias.asnumpy(), out.shape))
+
+
+def test_remove_then_checkpoint_round_trip(tmp_path, mode):
+    ms.set_seed(4)
+    net = nn.SequentialCell([nn.Dense(5, 4), nn.ReLU(), nn.Dense(4, 3)])
+    wn.apply_weight_norm(net)
+    x = make_input((2, 5))
+    expected = net(x).asnumpy()
+    wn.remove_all_weight_norm(net)
+    np.testing.assert_allclose(net(x).asnumpy(), expected, rtol=1e-5, atol=1e-6)
+    path = str(tmp_path / "folded.ckpt")
+    ms.save_checkpoint(net, path)
+    other = nn.SequentialCell([nn.Dense(5, 4), nn.ReLU(), nn.Dense(4, 3)])
+    not_loaded, _ = ms.load_param_into_net(other, ms.load_checkpoint(path))
+    assert not not_loaded
+    assert sorted(ms.load_checkpoint(path)) == ["0.bias", "0.weight", "2.bias", "2.weight"]
+    np.testing.assert_allclose(other(x).asnumpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_weight_normed_checkpoint_round_trip(tmp_path):
+    ms.set_seed(5)
+    net = nn.SequentialCell([nn.Dense(5, 4), nn.Dense(4, 3)])
+    wn.apply_weight_norm(net)
+    net[0].weight_g.set_data(net[0].weight_g * 2)
+    path = str(tmp_path / "wn.ckpt")
+    ms.save_checkpoint(net, path)
+    assert sorted(ms.load_checkpoint(path)) == ["0.bias", "0.weight_g", "0.weight_v", "1.bias", "1.weight_g",
+                                                "1.weight_v"]
+    other = nn.SequentialCell([nn.Dense(5, 4), nn.Dense(4, 3)])
+    wn.apply_weight_norm(other)
+    not_loaded, _ = ms.load_param_into_net(other, ms.load_checkpoint(path))
+    assert not not_loaded
+    x = make_input((2, 5))
+    np.testing.assert_allclose(other(x).asnumpy(), net(x).asnumpy(), rtol=1e-6)
+
+
+def test_deepcopy_is_independent(mode):
+    layer = wn.weight_norm(nn.Dense(5, 4))
+    clone = copy.deepcopy(layer)
+    assert type(clone) is type(layer) and wn.is_weight_normed(clone, "weight")
+    x = make_input((2, 5))
+    np.testing.assert_allclose(clone(x).asnumpy(), layer(x).asnumpy())
+    clone.weight_g.set_data(clone.weight_g * 0)
+    assert np.abs(layer(x).asnumpy() - layer.bias.asnumpy()).sum() > 0
+    wn.remove_weight_norm(clone)
+    assert wn.is_weight_normed(layer, "weight")
+
+
+def test_pickle_round_trip():
+    import pickle
+    cell = wn.weight_norm(UserCell(), "kernel", dim=1)
+    x = make_input((2, 3))
+    restored = pickle.loads(pickle.dumps(cell))
+    assert type(restored) is type(cell)
+    np.testing.assert_allclose(restored(x).asnumpy(), cell(x).asnumpy())
+    _, (gg,) = grads(SumSquares(restored), x, [restored.kernel_g])
+    assert np.abs(gg).sum() > 0
+    wn.remove_weight_norm(restored, "kernel")
+    assert type(restored) is UserCell
+
+
+def test_apply_and_remove_over_a_network():
+    net = nn.SequentialCell([
+        nn.Conv1d(2, 4, 3), nn.ReLU(),
+        nn.SequentialCell([nn.Conv1d(4, 4, 3), nn.Flatten()]),
+        nn.Dense(32, 3),
+        nn.LayerNorm((3,)),
+    ])
+    changed = wn.apply_weight_norm(net)
+    assert changed == ["0", "2.0", "3"]  # LayerNorm's 1-d gamma is not selected
+    assert wn.remove_all_weight_norm(net) == ["0", "2.0", "3"]
+    assert wn.apply_weight_norm(net, cell_types=nn.Dense) == ["3"]
+    assert wn.apply_weight_norm(net, cell_types=(nn.Dense, nn.Conv1d)) == ["0", "2.0"]  # "3" already done
+
+
+def test_apply_is_all_or_nothing():
+    net = nn.SequentialCell([nn.Conv2d(2, 2, 3), nn.Flatten(), nn.Dense(8, 2)])
+    before = param_names(net)
+    with pytest.raises(ValueError, match="Dense.*dim=2"):
+        wn.apply_weight_norm(net, dim=2)  # fine for the 4-d conv weight, out of range for Dense
+    assert param_names(net) == before
+    assert not wn.is_weight_normed(net[0])
+
+
+def test_errors_name_the_cell_and_parameter_and_change_nothing():
+    layer = nn.Dense(3, 2)
+    cases = [
+        (lambda: wn.weight_norm(layer, "kernel"), ValueError, r"Dense cell has no Parameter 'kernel'.*weight"),
+        (lambda: wn.weight_norm(layer, dim=2), ValueError, r"Dense cell, Parameter 'weight'.*dim=2 is out of range"),
+        (lambda: wn.weight_norm(layer, dim=-3), ValueError, r"out of range"),
+        (lambda: wn.weight_norm(layer, eps=-1.0), ValueError, r"Dense cell, Parameter 'weight': eps must be"),
+        (lambda: wn.remove_weight_norm(layer), ValueError, r"Dense cell: weight norm is not applied to 'weight'"),
+    ]
+    for call, err, pattern in cases:
+        with pytest.raises(err, match=pattern):
+            call()
+        assert type(layer) is nn.Dense and param_names(layer) == ["weight", "bias"]
+
+    int_cell = UserCell()
+    int_cell.count = Parameter(ms.Tensor(np.ones((2, 2), np.int32)), requires_grad=False)
+    with pytest.raises(TypeError, match=r"UserCell cell: Parameter 'count' has dtype Int32.*floating"):
+        wn.weight_norm(int_cell, "count")
+    assert "count" in int_cell._params
+
+    wn.weight_norm(layer)
+    snapshot = (type(layer), param_names(layer), layer.weight_g.asnumpy().copy())
+    with pytest.raises(ValueError, match=r"Dense cell: weight norm is already applied to 'weight'"):
+        wn.weight_norm(layer)
+    assert (type(layer), param_names(layer)) == snapshot[:2]
+    np.testing.assert_array_equal(layer.weight_g.asnumpy(), snapshot[2])
+
+
+def test_computed_weight_is_read_only():
+    layer = wn.weight_norm(nn.Dense(3, 2))
+    with pytest.raises(AttributeError, match="weight_v"):
+        layer.weight = Parameter(ms.Tensor(np.zeros((2, 3), np.float32)), name="weight")
+
+
+def test_warns_when_dim_keeps_a_size_one_axis():
+    with pytest.warns(UserWarning, match="PyTorch's dim=2 on a Conv1d is dim=3 here"):
+        wn.weight_norm(nn.Conv1d(2, 3, 3), dim=2)
+
+
+def test_dim_none_and_minus_one_mean_the_whole_tensor():
+    for dim in (None, -1):
+        layer = wn.weight_norm(nn.Dense(3, 2), dim=dim)
+        assert layer.weight_g.shape == ()
+    layer = wn.weight_norm(nn.Conv2d(2, 3, 3), dim=-2)  # an ordinary index: axis 2
+    assert layer.weight_g.shape == (1, 1, 3, 1)
+
+
+def test_eps_makes_a_zero_row_trainable(mode):
+    layer = nn.Dense(3, 2)
+    layer.weight.set_data(ms.Tensor(np.array([[0, 0, 0], [1, 2, 2]], np.float32)))
+    wn.weight_norm(layer, eps=1e-8)
+    x = make_input((4, 3))
+    out = layer(x).asnumpy()
+    _, gs = grads(SumSquares(layer), x, [layer.weight_g, layer.weight_v])
+    assert np.isfinite(out).all() and all(np.isfinite(g).all() for g in gs)
+
+
+def test_half_precision_layer(mode):
+    layer = nn.Dense(64, 8, dtype=ms.float16)
+    wn.weight_norm(layer)
+    assert layer.weight_g.dtype == ms.float16 and layer.weight.dtype == ms.float16
+    x = make_input((4, 64)).astype(ms.float16)
+    assert layer(x).dtype == ms.float16
+    _, gs = grads(SumSquares(layer), x, [layer.weight_g, layer.weight_v])
+    assert all(np.isfinite(g).all() for g in gs)
+
+
+def test_functional_matches_layer_weight():
+    layer = wn.weight_norm(nn.Conv2d(2, 3, 3), dim=1)
+    direct = F.weight_norm(layer.weight_v, layer.weight_g, 1)
+    np.testing.assert_array_equal(layer.weight.asnumpy(), direct.asnumpy())
