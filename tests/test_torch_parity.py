@@ -104,7 +104,7 @@ def test_matches_pytorch(kind, tname, dim, mode):
     bias_name = next((n for n in names if n.startswith("bias")), None)
     ms_params = [mg, mv] + ([m._params[names[bias_name]]] if bias_name else [])
     loss, ms_grads = grads(SumSquares(m), xm, ms_params)
-    assert loss == pytest.approx(float((yt * yt).sum()), rel=RTOL)
+    assert loss == pytest.approx((yt * yt).sum().item(), rel=RTOL)
     ym = m(xm)
     ym = ym[0] if isinstance(ym, tuple) else ym
     np.testing.assert_allclose(ym.asnumpy(), yt.detach().numpy(), rtol=RTOL, atol=ATOL)
