@@ -14,6 +14,15 @@ from .parametrize import (
     register_parametrization,
     remove_parametrization,
 )
+from . import torch_io
+from .torch_io import (
+    LoadResult,
+    UnsafeCheckpointError,
+    load_torch_state_dict,
+    read_torch_checkpoint,
+    save_torch_state_dict,
+    to_torch_state_dict,
+)
 from .weight_norm import (
     WeightNorm,
     WeightNormParametrization,
@@ -42,4 +51,11 @@ __all__ = [
     "parametrizations",
     "is_parametrized",
     "invalidate_compiled_graphs",
+    "torch_io",
+    "load_torch_state_dict",
+    "save_torch_state_dict",
+    "to_torch_state_dict",
+    "read_torch_checkpoint",
+    "LoadResult",
+    "UnsafeCheckpointError",
 ]

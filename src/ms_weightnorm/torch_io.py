@@ -1,0 +1,499 @@
+"""Move weights between PyTorch checkpoints and MindSpore networks, weight norm included.
+
+PyTorch is never imported here. ``.pt``/``.pth``/``.bin`` files are read with a restricted
+unpickler (see :mod:`ms_weightnorm._torch_pickle`): only what a state dict needs is admitted,
+anything else is refused before it runs. ``.safetensors`` files are read and written directly.
+
+Names are matched cell by cell: the checkpoint key of a Parameter is the cell's path plus the
+Parameter's PyTorch name. Three things differ between the frameworks and are mapped here:
+
+- weight norm: PyTorch stores ``<p>.weight_g``/``<p>.weight_v`` (``torch.nn.utils.weight_norm``)
+  or ``<p>.parametrizations.weight.original0``/``original1``
+  (``torch.nn.utils.parametrizations.weight_norm``); this library stores ``<p>.weight_g`` and
+  ``<p>.weight_v``. A weight-normed entry loads into a plain Parameter (folded to
+  ``g * v / ||v||``) and a plain weight loads into a weight-normed cell (split into ``g = ||w||``
+  and ``v = w``), whatever either side's ``dim``.
+- layouts: PyTorch's 3-D Conv1d/ConvTranspose1d weights ``(a, b, k)`` are ``(a, b, 1, k)`` in
+  MindSpore; their ``g`` gets the same extra axis, so PyTorch's ``dim=2`` lands on axis 3.
+- names: Embedding ``weight`` is ``embedding_table``; BatchNorm/InstanceNorm ``weight``,
+  ``bias``, ``running_mean``, ``running_var`` are ``gamma``, ``beta``, ``moving_mean``,
+  ``moving_variance`` (``num_batches_tracked`` has no counterpart and is dropped); LayerNorm
+  and GroupNorm ``weight``/``bias`` are ``gamma``/``beta``.
+"""
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
+
+import numpy as np
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn
+
+from .functional import g_shape
+from ._torch_pickle import UnsafeCheckpointError, read_safetensors, read_torch_zip, write_safetensors
+from .parametrize import invalidate_compiled_graphs, original_class, parametrizations
+from .weight_norm import WeightNormParametrization
+
+__all__ = [
+    "LoadResult",
+    "UnsafeCheckpointError",
+    "load_torch_state_dict",
+    "save_torch_state_dict",
+    "to_torch_state_dict",
+    "read_torch_checkpoint",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class LoadResult(NamedTuple):
+    """What :func:`load_torch_state_dict` did not load.
+
+    ``missing``: this network's Parameters (by path, MindSpore names) that got no value.
+    ``unexpected``: keys of the checkpoint that were not used.
+    """
+
+    missing: List[str]
+    unexpected: List[str]
+
+
+# --- names -----------------------------------------------------------------------------------
+
+def _norm_classes(*names: str) -> Tuple[type, ...]:
+    found = []
+    for name in names:
+        cls = getattr(nn, name, None)
+        if cls is None:
+            # Private bases (``_BatchNorm``) also cover user subclasses; looked up by name
+            # because they are not public API and may move.
+            from mindspore.nn.layer import normalization
+            cls = getattr(normalization, name, None)
+        if isinstance(cls, type):
+            found.append(cls)
+    return tuple(found)
+
+
+_BN_RENAMES = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean",
+               "moving_variance": "running_var"}
+_RENAMES: Tuple[Tuple[Tuple[type, ...], Dict[str, str]], ...] = (
+    ((nn.Embedding,), {"embedding_table": "weight"}),
+    (_norm_classes("_BatchNorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d",
+                   "_InstanceNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d"), _BN_RENAMES),
+    (_norm_classes("LayerNorm", "GroupNorm"), {"gamma": "weight", "beta": "bias"}),
+)
+# PyTorch buffers with no MindSpore counterpart, per class: dropped when loading.
+_DROPPED = (
+    (_RENAMES[1][0], ("num_batches_tracked",)),
+)
+_CONV1D = (nn.Conv1d, nn.Conv1dTranspose)
+
+
+def _renames(cell: nn.Cell) -> Dict[str, str]:
+    cls = original_class(cell)
+    for classes, table in _RENAMES:
+        if classes and issubclass(cls, classes):
+            return table
+    return {}
+
+
+def _dropped(cell: nn.Cell) -> Tuple[str, ...]:
+    cls = original_class(cell)
+    return tuple(n for classes, names in _DROPPED if classes and issubclass(cls, classes) for n in names)
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+@dataclass
+class _Target:
+    """One logical weight of the network: a plain Parameter, or a weight-normed pair (g, v)."""
+
+    path: str
+    cell: nn.Cell
+    name: str                      # MindSpore attribute name (``weight``, ``gamma``...)
+    torch_name: str                # its PyTorch name (``weight`` for ``gamma``...)
+    wn: Optional[WeightNormParametrization]
+    params: Tuple[Parameter, ...]  # (p,) or (g, v)
+    keys: Tuple[str, ...]          # their paths in the network
+
+    @property
+    def torch_key(self) -> str:
+        return _join(self.path, self.torch_name)
+
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        return tuple(self.params[-1].shape)
+
+    @property
+    def is_conv1d(self) -> bool:
+        return issubclass(original_class(self.cell), _CONV1D)
+
+
+def _targets(net: nn.Cell) -> List[_Target]:
+    if not isinstance(net, nn.Cell):
+        raise TypeError(f"expected a mindspore.nn.Cell, got {type(net).__name__}")
+    out = []
+    for path, cell in net.cells_and_names():
+        renames = _renames(cell)
+        wn = {k: p for k, p in parametrizations(cell).items() if isinstance(p, WeightNormParametrization)}
+        wn_keys = {f"{k}_{s}": k for k in wn for s in WeightNormParametrization.suffixes}
+        for name, p in wn.items():
+            g, v = cell._params[f"{name}_g"], cell._params[f"{name}_v"]
+            out.append(_Target(path, cell, name, renames.get(name, name), p, (g, v),
+                               (_join(path, f"{name}_g"), _join(path, f"{name}_v"))))
+        for key, param in cell._params.items():
+            if key in wn_keys or param is None:
+                continue
+            out.append(_Target(path, cell, key, renames.get(key, key), None, (param,), (_join(path, key),)))
+    return out
+
+
+# --- numpy weight-norm math -----------------------------------------------------------------
+
+def _norm(v: np.ndarray, axis: Optional[int], eps: float = 0.0) -> np.ndarray:
+    """``||v||`` over every axis but ``axis`` (all axes when None), shaped like ``g``, float64."""
+    v = v.astype(np.float64)
+    if axis is None:
+        return np.sqrt(np.sum(v * v) + eps)
+    axes = tuple(i for i in range(v.ndim) if i != axis)
+    return np.sqrt(np.sum(v * v, axis=axes, keepdims=True) + eps)
+
+
+def _wn_axis(g: np.ndarray, v: np.ndarray, key: str) -> Optional[int]:
+    """The kept axis a checkpoint's ``g`` implies for its ``v`` (None: the whole tensor).
+
+    A kept axis of size 1 normalizes the whole tensor, so an all-ones ``g`` shape is read
+    as "whole tensor": the resulting weight is the same.
+    """
+    if g.ndim == 0:
+        return None
+    if g.ndim != v.ndim or any(a not in (1, b) for a, b in zip(g.shape, v.shape)):
+        raise _Problem(f"'{key}': g of shape {g.shape} does not fit v of shape {v.shape}")
+    kept = [i for i, n in enumerate(g.shape) if n != 1]
+    if len(kept) > 1:
+        raise _Problem(f"'{key}': g of shape {g.shape} keeps more than one axis of v {v.shape}")
+    return kept[0] if kept else None
+
+
+class _Problem(Exception):
+    """A key that cannot be loaded; collected, then reported together."""
+
+
+def _fit(array: np.ndarray, shape: Tuple[int, ...]) -> Optional[np.ndarray]:
+    """``array`` in MindSpore's layout for a Parameter of ``shape``, or None if it does not fit."""
+    if array.shape == shape:
+        return array
+    # PyTorch's 3-D Conv1d/ConvTranspose1d layout (a, b, k) is (a, b, 1, k) here.
+    if array.ndim == 3 and len(shape) == 4 and shape[2] == 1 and array.shape == shape[:2] + shape[3:]:
+        return array[:, :, None, :]
+    return None
+
+
+# --- reading sources --------------------------------------------------------------------------
+
+def _is_torch_tensor(x: Any) -> bool:
+    # Detected without importing torch: a caller who passes torch tensors has torch loaded.
+    return type(x).__module__.startswith("torch") and hasattr(x, "detach") and hasattr(x, "numpy")
+
+
+def _to_numpy(key: str, x: Any) -> np.ndarray:
+    if isinstance(x, np.ndarray):
+        return x
+    if _is_torch_tensor(x):
+        t = x.detach().cpu()
+        if "bfloat16" in str(t.dtype) or "float8" in str(t.dtype):
+            t = t.float()  # numpy has no such dtype; float32 holds them exactly
+        return t.numpy()
+    if isinstance(x, Tensor):
+        return x.astype(ms.float32).asnumpy() if x.dtype == ms.bfloat16 else x.asnumpy()
+    if isinstance(x, (int, float, bool, np.generic)):
+        return np.asarray(x)
+    if isinstance(x, Mapping):
+        raise TypeError(
+            f"source['{key}'] is a {type(x).__name__}, not a tensor: the checkpoint nests its state "
+            f"dict (a training checkpoint?). Pass the inner mapping, e.g. "
+            f"load_torch_state_dict(net, read_torch_checkpoint(path)['{key}'])")
+    raise TypeError(f"source['{key}'] is a {type(x).__name__}, not an array or tensor")
+
+
+def read_torch_checkpoint(path: PathLike) -> Any:
+    """Read a PyTorch checkpoint without PyTorch; tensors come back as numpy arrays.
+
+    ``.safetensors`` files give a dict of arrays. ``torch.save`` files (``.pt``, ``.pth``,
+    ``.bin``; the zip format) give the saved object (often a dict, possibly nested, e.g.
+    ``{"generator": state_dict}``), unpickled with an allowlist: tensors, storages,
+    ``OrderedDict``, plain containers and scalars. A file that references anything else
+    raises :class:`UnsafeCheckpointError` and nothing from it runs. bfloat16 tensors are
+    returned as float32 (exactly).
+
+    >>> import os, tempfile, numpy as np
+    >>> from ms_weightnorm._torch_pickle import write_safetensors
+    >>> path = os.path.join(tempfile.mkdtemp(), "w.safetensors")
+    >>> write_safetensors(path, {"fc.weight": np.eye(2, dtype=np.float32)})
+    >>> read_torch_checkpoint(path)["fc.weight"].tolist()
+    [[1.0, 0.0], [0.0, 1.0]]
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no checkpoint file at {path!r}")
+    with open(path, "rb") as f:
+        head = f.read(9)
+    # By content, not by name: .bin and .ckpt are used for both formats in the wild.
+    if path.endswith(".safetensors") or head[8:9] == b"{":
+        return read_safetensors(path)
+    if zipfile.is_zipfile(path) or head[:1] == b"\x80":
+        return read_torch_zip(path)
+    raise ValueError(
+        f"{path!r} is neither a safetensors file nor a torch.save file: expected a .safetensors, "
+        f".pt, .pth or .bin checkpoint written by PyTorch")
+
+
+def _source_arrays(source: Any) -> Dict[str, np.ndarray]:
+    if isinstance(source, (str, os.PathLike)):
+        loaded = read_torch_checkpoint(source)
+        if not isinstance(loaded, Mapping):
+            raise TypeError(f"{os.fspath(source)!r} holds a {type(loaded).__name__}, not a state dict")
+        source = loaded
+    if not isinstance(source, Mapping):
+        raise TypeError(
+            f"source must be a checkpoint path or a mapping of names to arrays, got {type(source).__name__}")
+    out = {}
+    for key, value in source.items():
+        if not isinstance(key, str):
+            raise TypeError(f"state dict keys must be strings, got {key!r}")
+        out[key] = _to_numpy(key, value)
+    return out
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+_NP_DTYPES = {
+    ms.float16: np.float16, ms.float32: np.float32, ms.float64: np.float64,
+    # bfloat16 has no numpy dtype: carry float32 and let MindSpore round (values from a
+    # bfloat16 source are exact in float32, so nothing changes).
+    ms.bfloat16: np.float32,
+    ms.int8: np.int8, ms.int16: np.int16, ms.int32: np.int32, ms.int64: np.int64,
+    ms.uint8: np.uint8, ms.uint16: np.uint16, ms.uint32: np.uint32, ms.uint64: np.uint64,
+    ms.bool_: np.bool_,
+}
+
+
+def _np_dtype(param: Parameter) -> np.dtype:
+    found = _NP_DTYPES.get(param.dtype)
+    if found is None:
+        raise _Problem(f"Parameter '{param.name}' has dtype {param.dtype}, which cannot be loaded from a state dict")
+    return np.dtype(found)
+
+
+def _candidate_keys(target: _Target) -> Tuple[str, ...]:
+    """The checkpoint keys that could hold ``target``: plain, old-style (g, v), new-style (g, v)."""
+    prefix = _join(target.path, "")
+    t = target.torch_name
+    return (target.torch_key, target.torch_key + "_g", target.torch_key + "_v",
+            f"{prefix}parametrizations.{t}.original0", f"{prefix}parametrizations.{t}.original1")
+
+
+def _find(target: _Target, src: Mapping[str, np.ndarray]) -> Tuple[str, Tuple[str, ...]]:
+    """Which of the checkpoint's styles holds ``target``: ('plain'|'wn', keys), or ('', ())."""
+    plain, old_g, old_v, new_g, new_v = _candidate_keys(target)
+    styles = [(kind, keys) for kind, keys in (("plain", (plain,)), ("wn", (old_g, old_v)), ("wn", (new_g, new_v)))
+              if all(k in src for k in keys)]
+    if len(styles) > 1:
+        found = ", ".join(k for _, keys in styles for k in keys)
+        raise _Problem(f"'{target.torch_key}' is in the checkpoint more than once ({found}); keep one style")
+    return styles[0] if styles else ("", ())
+
+
+def _values_for(target: _Target, kind: str, keys: Tuple[str, ...],
+                src: Mapping[str, np.ndarray]) -> Tuple[np.ndarray, ...]:
+    """The arrays to put into ``target.params``, in MindSpore layout and dtype."""
+    shape = target.shape
+    what = f"{target.torch_key} (MindSpore {', '.join(target.keys)}, shape {shape})"
+    if kind == "plain":
+        w = _fit(src[keys[0]], shape)
+        if w is None:
+            raise _Problem(f"{what}: checkpoint '{keys[0]}' has shape {src[keys[0]].shape}")
+        g = v = None
+    else:
+        g, v = src[keys[0]], src[keys[1]]
+        v_fit = _fit(v, shape)
+        if v_fit is None:
+            raise _Problem(f"{what}: checkpoint '{keys[1]}' has shape {v.shape}")
+        if v_fit.ndim != v.ndim and g.ndim == v.ndim:
+            g = g[:, :, None, :]  # g follows v into MindSpore's Conv1d layout
+        v = v_fit
+        src_axis = _wn_axis(g, v, keys[0])
+        w = None
+
+    if target.wn is None:
+        if w is None:
+            w = g.astype(np.float64) * (v.astype(np.float64) / _norm(v, src_axis))
+        values: Tuple[np.ndarray, ...] = (w,)
+    else:
+        want_g = g_shape(shape, target.wn.dim)
+        if w is None and g.shape == want_g:
+            values = (g, v)  # same split: copy exactly
+        else:
+            if w is None:
+                w = g.astype(np.float64) * (v.astype(np.float64) / _norm(v, src_axis))
+            values = (_norm(w, target.wn.dim, target.wn.eps).reshape(want_g), w)
+    return tuple(np.asarray(a).astype(_np_dtype(p)) for a, p in zip(values, target.params))
+
+
+def load_torch_state_dict(net: nn.Cell, source: Union[PathLike, Mapping[str, Any]],
+                          strict: bool = True) -> LoadResult:
+    """Load a PyTorch state dict into ``net``, mapping weight norm, layouts and names.
+
+    ``source`` is a path to a ``.safetensors``, ``.pt``, ``.pth`` or ``.bin`` file, or a
+    mapping of names to numpy arrays (or torch tensors, or MindSpore tensors). PyTorch is
+    not needed: ``.pt`` files are read by a restricted unpickler that refuses anything but
+    tensors and plain containers (see :func:`read_torch_checkpoint`).
+
+    Either weight-norm style of PyTorch (``<p>.weight_g/_v`` or
+    ``<p>.parametrizations.weight.original0/1``) loads into a weight-normed cell of this
+    library (copied exactly when both use the same ``dim``, otherwise folded and split
+    again) or into a plain cell (folded to ``g * v / ||v||``); a plain weight loads into a
+    weight-normed cell as ``g = ||w||``, ``v = w``. Conv1d/ConvTranspose1d weights and their
+    ``g`` get MindSpore's extra axis 2. Embedding, BatchNorm, InstanceNorm, LayerNorm and
+    GroupNorm names are mapped; BatchNorm's ``num_batches_tracked`` is dropped.
+
+    With ``strict=True`` (the default) any missing Parameter, unused key or shape mismatch
+    raises one ``ValueError`` listing all of them, and nothing is loaded. With
+    ``strict=False`` everything that fits is loaded and the rest is returned: a key whose
+    shape does not fit counts as missing (its Parameter) and unexpected (its key).
+
+    Values are converted to each Parameter's dtype (bfloat16 included). The network may
+    have run already, in GRAPH_MODE or under ``ms.jit``: its compiled graphs are dropped so
+    that the next call uses the loaded values.
+
+    Returns ``LoadResult(missing, unexpected)``: the network's Parameter paths that got no
+    value and the checkpoint keys that were not used.
+
+    >>> import numpy as np
+    >>> from mindspore import nn
+    >>> from ms_weightnorm import weight_norm
+    >>> net = nn.SequentialCell([weight_norm(nn.Dense(3, 2))])
+    >>> g = np.array([[2.0], [1.0]], np.float32)
+    >>> v = np.array([[3.0, 0.0, 4.0], [0.0, 1.0, 0.0]], np.float32)
+    >>> state = {"0.weight_g": g, "0.weight_v": v, "0.bias": np.zeros(2, np.float32)}
+    >>> load_torch_state_dict(net, state)
+    LoadResult(missing=[], unexpected=[])
+    >>> net[0].weight.asnumpy().astype(float).round(3).tolist()
+    [[1.2, 0.0, 1.6], [0.0, 1.0, 0.0]]
+    """
+    src = _source_arrays(source)
+    used: set = set()
+    absent: List[str] = []       # Parameters with no key at all
+    problems: List[str] = []     # keys found but unusable (shape, format)
+    bad_params: List[str] = []
+    bad_keys: set = set()
+    updates: List[Tuple[Parameter, np.ndarray]] = []
+    targets = _targets(net)
+    for target in targets:
+        try:
+            kind, keys = _find(target, src)
+            if not kind:
+                absent.extend(target.keys)
+                continue
+            values = _values_for(target, kind, keys, src)
+        except _Problem as err:
+            problems.append(str(err))
+            bad_params.extend(target.keys)
+            bad_keys.update(k for k in _candidate_keys(target) if k in src)
+            continue
+        used.update(keys)
+        updates.extend(zip(target.params, values))
+    dropped = {_join(t.path, n) for t in targets for n in _dropped(t.cell)}
+    unexpected = [k for k in src if k not in used and k not in dropped]
+    if strict and (absent or unexpected or problems):
+        lines = [f"cannot load the state dict into {type(net).__name__}; nothing was loaded:"]
+        if problems:
+            lines.append(f"  {len(problems)} mismatched:")
+            lines += [f"    {p}" for p in problems]
+        if absent:
+            lines.append(f"  {len(absent)} missing (Parameters of the network that no key provides): "
+                         + ", ".join(absent))
+        extra = [k for k in unexpected if k not in bad_keys]
+        if extra:
+            lines.append(f"  {len(extra)} unexpected (keys the network has no Parameter for): " + ", ".join(extra))
+        lines.append("  Fix the names/shapes, or pass strict=False to load what matches and get the rest back.")
+        raise ValueError("\n".join(lines))
+    # Everything is computed and converted: only now touch the network.
+    for param, value in updates:
+        param.set_data(Tensor(value, dtype=param.dtype))
+    if updates:
+        invalidate_compiled_graphs()
+    return LoadResult(absent + bad_params, unexpected)
+
+
+
+# --- saving -----------------------------------------------------------------------------------
+
+def _param_numpy(param: Parameter) -> np.ndarray:
+    if param.dtype == ms.bfloat16:
+        return param.astype(ms.float32).asnumpy()
+    return param.asnumpy()
+
+
+def _torch_entries(net: nn.Cell, style: str) -> Dict[str, Tuple[np.ndarray, bool]]:
+    if style not in ("new", "old"):
+        raise ValueError(f"style must be 'new' (parametrizations.<name>.original0/1) or 'old' "
+                         f"(<name>_g/<name>_v), got {style!r}")
+    out: Dict[str, Tuple[np.ndarray, bool]] = {}
+    for target in _targets(net):
+        arrays = [_param_numpy(p) for p in target.params]
+        if target.is_conv1d:
+            # MindSpore's (a, b, 1, k) Conv1d layout is PyTorch's (a, b, k); g follows.
+            arrays = [a[:, :, 0, :] if a.ndim == 4 and a.shape[2] == 1 else a for a in arrays]
+        candidates = _candidate_keys(target)
+        keys = candidates[:1] if target.wn is None else candidates[1:3] if style == "old" else candidates[3:]
+        for key, array, param in zip(keys, arrays, target.params):
+            if key in out and not np.array_equal(out[key][0], array):
+                raise ValueError(f"two Parameters of the network map to the PyTorch key '{key}'")
+            out[key] = (array, param.dtype == ms.bfloat16)
+    return out
+
+
+def to_torch_state_dict(net: nn.Cell, style: str = "new") -> Dict[str, np.ndarray]:
+    """The PyTorch state dict of ``net`` as numpy arrays (PyTorch names, layouts, weight-norm keys).
+
+    ``style="new"`` names weight-normed entries ``<p>.parametrizations.<name>.original0``
+    (g) and ``original1`` (v), as ``torch.nn.utils.parametrizations.weight_norm`` does;
+    ``style="old"`` names them ``<p>.<name>_g``/``<p>.<name>_v`` (``torch.nn.utils.weight_norm``).
+    bfloat16 Parameters come back as float32 (exactly). PyTorch's BatchNorm keeps its own
+    ``num_batches_tracked`` when the key is absent, so none is written.
+
+    >>> from mindspore import nn
+    >>> from ms_weightnorm import weight_norm
+    >>> net = nn.SequentialCell([weight_norm(nn.Conv1d(2, 3, 5))])
+    >>> {k: v.shape for k, v in to_torch_state_dict(net).items()}
+    {'0.parametrizations.weight.original0': (3, 1, 1), '0.parametrizations.weight.original1': (3, 2, 5)}
+    """
+    return {k: a for k, (a, _) in _torch_entries(net, style).items()}
+
+
+def save_torch_state_dict(net: nn.Cell, path: PathLike, style: str = "new") -> List[str]:
+    """Write ``net``'s weights to a ``.safetensors`` file that PyTorch's ``load_state_dict`` accepts.
+
+    Keys, layouts and weight-norm names are those of the equivalent PyTorch model (see
+    :func:`to_torch_state_dict` for ``style``); bfloat16 Parameters are stored as BF16.
+    Load it in PyTorch with ``model.load_state_dict(safetensors.torch.load_file(path))``.
+    Returns the keys written.
+
+    >>> import os, tempfile
+    >>> from mindspore import nn
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.safetensors")
+    >>> save_torch_state_dict(nn.SequentialCell([nn.Dense(2, 3)]), path)
+    ['0.weight', '0.bias']
+    """
+    path = os.fspath(path)
+    if not path.endswith(".safetensors"):
+        raise ValueError(f"{path!r}: save_torch_state_dict writes safetensors; give the file a .safetensors name")
+    entries = _torch_entries(net, style)
+    write_safetensors(path, {k: a for k, (a, _) in entries.items()},
+                      bfloat16={k for k, (_, bf16) in entries.items() if bf16},
+                      metadata={"format": "pt"})
+    return list(entries)

@@ -1,0 +1,553 @@
+"""PyTorch checkpoints in and out, MindSpore checkpoints, MINDIR export.
+
+PyTorch (2.13.0 CPU) is the reference here; the library itself never imports it.
+"""
+import inspect
+import os
+import pickle
+import subprocess
+import sys
+import warnings
+import zipfile
+from collections import OrderedDict
+
+import mindspore as ms
+import numpy as np
+import pytest
+import safetensors.numpy
+import safetensors.torch
+import torch
+from mindspore import nn
+
+from ms_weightnorm import is_weight_normed, remove_all_weight_norm, weight_norm
+from ms_weightnorm.torch_io import (
+    LoadResult,
+    UnsafeCheckpointError,
+    load_torch_state_dict,
+    read_torch_checkpoint,
+    save_torch_state_dict,
+    to_torch_state_dict,
+)
+
+tnn = torch.nn
+
+
+# --- twins ----------------------------------------------------------------------------------
+
+def _torch_wn(module, style, dim=0):
+    if style == "old":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return tnn.utils.weight_norm(module, dim=dim)
+    if style == "new":
+        return tnn.utils.parametrizations.weight_norm(module, dim=dim)
+    return module
+
+
+def torch_conv_net(style, conv_dim=0, seed=0):
+    """Conv1d -> BatchNorm1d -> ConvTranspose1d, weight norm in ``style`` ('old', 'new', 'plain')."""
+    torch.manual_seed(seed)
+    net = tnn.Sequential(OrderedDict(
+        conv=_torch_wn(tnn.Conv1d(2, 4, 3, padding=1), style, conv_dim),
+        bn=tnn.BatchNorm1d(4),
+        up=_torch_wn(tnn.ConvTranspose1d(4, 2, 4, stride=2, padding=1), style),
+    ))
+    with torch.no_grad():
+        net.bn.weight.uniform_(0.5, 1.5)
+        net.bn.bias.uniform_(-0.5, 0.5)
+        net.bn.running_mean.uniform_(-0.5, 0.5)
+        net.bn.running_var.uniform_(0.5, 1.5)
+        net.bn.num_batches_tracked.fill_(7)
+        for name, p in net.named_parameters():
+            if name.endswith(("weight_g", "original0")):  # g != ||v||, so folding is really tested
+                p.mul_(torch.empty_like(p).uniform_(0.5, 1.5))
+    return net.eval()
+
+
+class MSConvNet(nn.Cell):
+    def __init__(self, conv_dim=0, up_dim=0, wn=True):
+        super().__init__()
+        self.conv = nn.Conv1d(2, 4, 3, pad_mode="pad", padding=1, has_bias=True)
+        self.bn = nn.BatchNorm1d(4)
+        self.up = nn.Conv1dTranspose(4, 2, 4, stride=2, pad_mode="pad", padding=1, has_bias=True)
+        if wn:
+            weight_norm(self.conv, dim=conv_dim)
+            weight_norm(self.up, dim=up_dim)
+        self.set_train(False)
+
+    def construct(self, x):
+        return self.up(self.bn(self.conv(x)))
+
+
+X = np.random.default_rng(1).standard_normal((2, 2, 8)).astype(np.float32)
+
+
+def torch_out(net, x=X):
+    with torch.no_grad():
+        return net(torch.from_numpy(x)).numpy()
+
+
+def ms_params(net):
+    return {name: p.asnumpy().copy() for name, p in net.parameters_and_names()}
+
+
+def write_source(kind, state, tmp_path):
+    """``state`` (a torch state dict) as the given kind of source."""
+    if kind == "dict":
+        return state
+    if kind == "numpy":
+        return {k: v.numpy() for k, v in state.items()}
+    if kind == "pt":
+        path = os.path.join(tmp_path, "model.pt")
+        torch.save(state, path)
+        return path
+    if kind == "safetensors":
+        path = os.path.join(tmp_path, "model.safetensors")
+        safetensors.torch.save_file(dict(state), path)
+        return path
+    raise AssertionError(kind)
+
+
+# --- loading: styles x sources x directions --------------------------------------------------
+
+@pytest.mark.parametrize("source", ["safetensors", "pt", "dict", "numpy"])
+@pytest.mark.parametrize("style", ["old", "new", "plain"])
+@pytest.mark.parametrize("target_wn", [True, False], ids=["to_wn", "to_plain"])
+def test_load_every_style_source_and_direction(style, source, target_wn, tmp_path):
+    reference = torch_conv_net(style)
+    net = MSConvNet(wn=target_wn)
+    result = load_torch_state_dict(net, write_source(source, reference.state_dict(), tmp_path))
+    assert result == LoadResult([], [])
+    np.testing.assert_allclose(net(ms.Tensor(X)).asnumpy(), torch_out(reference), rtol=1e-4, atol=1e-6)
+    assert is_weight_normed(net.conv) == target_wn
+    assert net.bn.moving_mean.asnumpy().tolist() == reference.bn.running_mean.numpy().tolist()
+    assert net.bn.gamma.asnumpy().tolist() == reference.bn.weight.detach().numpy().tolist()
+
+
+@pytest.mark.parametrize("style", ["old", "new"])
+def test_same_dim_weight_norm_is_copied_exactly_in_mindspore_layout(style):
+    reference = torch_conv_net(style)
+    state = reference.state_dict()
+    net = MSConvNet()
+    load_torch_state_dict(net, state)
+    g_key, v_key = (("conv.weight_g", "conv.weight_v") if style == "old" else
+                    ("conv.parametrizations.weight.original0", "conv.parametrizations.weight.original1"))
+    assert net.conv.weight_g.shape == (4, 1, 1, 1) and net.conv.weight_v.shape == (4, 2, 1, 3)
+    np.testing.assert_array_equal(net.conv.weight_g.asnumpy()[:, :, 0, :], state[g_key].numpy())
+    np.testing.assert_array_equal(net.conv.weight_v.asnumpy()[:, :, 0, :], state[v_key].numpy())
+    # ConvTranspose1d: (in, out, k) -> (in, out, 1, k), g on the in-channel axis.
+    assert net.up.weight_v.shape == (4, 2, 1, 4) and net.up.weight_g.shape == (4, 1, 1, 1)
+
+
+@pytest.mark.parametrize("style", ["old", "new"])
+def test_torch_dim2_on_conv1d_arrives_on_axis3(style):
+    reference = torch_conv_net(style, conv_dim=2)
+    net = MSConvNet(conv_dim=3)
+    load_torch_state_dict(net, reference.state_dict())
+    g = dict(reference.named_parameters())["conv.weight_g" if style == "old" else
+                                           "conv.parametrizations.weight.original0"]
+    assert tuple(g.shape) == (1, 1, 3) and net.conv.weight_g.shape == (1, 1, 1, 3)
+    np.testing.assert_array_equal(net.conv.weight_g.asnumpy().reshape(-1), g.detach().numpy().reshape(-1))
+    np.testing.assert_allclose(net(ms.Tensor(X)).asnumpy(), torch_out(reference), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("torch_dim,ms_dim", [(2, 0), (0, 3), (0, None), (None, 0)])
+def test_different_dims_are_folded_and_split_again(torch_dim, ms_dim):
+    reference = torch_conv_net("old", conv_dim=torch_dim)
+    net = MSConvNet(conv_dim=ms_dim)
+    load_torch_state_dict(net, reference.state_dict())
+    np.testing.assert_allclose(net(ms.Tensor(X)).asnumpy(), torch_out(reference), rtol=1e-4, atol=1e-6)
+    expected_g = (1, 1, 1, 3) if ms_dim == 3 else () if ms_dim is None else (4, 1, 1, 1)
+    assert net.conv.weight_g.shape == expected_g
+
+
+def test_load_into_a_net_that_already_ran_in_graph_mode(mode):
+    reference = torch_conv_net("new")
+    net = MSConvNet()
+    before = net(ms.Tensor(X)).asnumpy()
+    load_torch_state_dict(net, reference.state_dict())
+    after = net(ms.Tensor(X)).asnumpy()
+    assert not np.allclose(before, after)
+    np.testing.assert_allclose(after, torch_out(reference), rtol=1e-4, atol=1e-6)
+
+
+class JitConvNet(MSConvNet):
+    @ms.jit
+    def construct(self, x):
+        return self.up(self.bn(self.conv(x)))
+
+
+def test_load_is_seen_by_an_ms_jit_construct_that_already_ran():
+    # An ms.jit graph keeps Parameter values it compiled with unless its cache is dropped.
+    reference = torch_conv_net("old")
+    net = JitConvNet()
+    before = net(ms.Tensor(X)).asnumpy()
+    load_torch_state_dict(net, reference.state_dict())
+    after = net(ms.Tensor(X)).asnumpy()
+    assert not np.allclose(before, after)
+    np.testing.assert_allclose(after, torch_out(reference), rtol=1e-4, atol=1e-6)
+
+
+class TorchTextNet(tnn.Module):
+    def __init__(self, style):
+        super().__init__()
+        self.emb = _torch_wn(tnn.Embedding(10, 4), style)
+        self.norm = tnn.LayerNorm(4)
+        self.fc = _torch_wn(tnn.Linear(4, 3), style)
+        with torch.no_grad():
+            self.norm.weight.uniform_(0.5, 1.5)
+            self.norm.bias.uniform_(-0.5, 0.5)
+
+    def forward(self, ids):
+        return self.fc(self.norm(self.emb(ids)))
+
+
+class MSTextNet(nn.Cell):
+    def __init__(self, wn):
+        super().__init__()
+        self.emb = nn.Embedding(10, 4)
+        self.norm = nn.LayerNorm((4,), begin_norm_axis=-1, begin_params_axis=-1, epsilon=1e-5)
+        self.fc = nn.Dense(4, 3)
+        if wn:
+            weight_norm(self.emb, "embedding_table")
+            weight_norm(self.fc)
+
+    def construct(self, ids):
+        return self.fc(self.norm(self.emb(ids)))
+
+
+@pytest.mark.parametrize("style,wn", [("plain", False), ("new", True), ("old", True), ("new", False)])
+def test_embedding_and_layernorm_renames(style, wn):
+    torch.manual_seed(3)
+    reference = TorchTextNet(style).eval()
+    net = MSTextNet(wn)
+    assert load_torch_state_dict(net, reference.state_dict()) == ([], [])
+    ids = np.array([[1, 2, 9], [0, 5, 5]], np.int32)
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(ids).long()).numpy()
+    np.testing.assert_allclose(net(ms.Tensor(ids)).asnumpy(), expected, rtol=1e-4, atol=1e-6)
+    assert net.norm.gamma.asnumpy().tolist() == reference.norm.weight.detach().numpy().tolist()
+
+
+@pytest.mark.parametrize("torch_cls,ms_layer", [
+    (lambda: tnn.BatchNorm2d(3), lambda: nn.BatchNorm2d(3)),
+    (lambda: tnn.InstanceNorm2d(3, affine=True, track_running_stats=True), lambda: nn.InstanceNorm2d(3)),
+    (lambda: tnn.GroupNorm(1, 3), lambda: nn.GroupNorm(1, 3)),
+], ids=["batchnorm2d", "instancenorm2d", "groupnorm"])
+def test_norm_layer_renames(torch_cls, ms_layer, tmp_path):
+    torch.manual_seed(5)
+    layer = torch_cls()
+    with torch.no_grad():
+        for value in layer.state_dict().values():
+            if value.is_floating_point():
+                value.uniform_(0.5, 1.5)
+    state = tnn.Sequential(OrderedDict(norm=layer)).state_dict()
+    net = nn.SequentialCell(OrderedDict(norm=ms_layer()))
+    assert load_torch_state_dict(net, state) == ([], [])
+    names = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
+    for key, value in state.items():
+        if not key.endswith("num_batches_tracked"):
+            mine = getattr(net.norm, names[key.split(".")[-1]])
+            np.testing.assert_array_equal(mine.asnumpy(), value.numpy(), err_msg=key)
+    path = os.path.join(tmp_path, "norm.safetensors")
+    save_torch_state_dict(net, path)
+    fresh = tnn.Sequential(OrderedDict(norm=torch_cls()))
+    fresh.load_state_dict(safetensors.torch.load_file(path))
+    for key, value in state.items():
+        if not key.endswith("num_batches_tracked"):
+            assert torch.equal(fresh.state_dict()[key], value), key
+
+
+def test_bfloat16_parameters_load_and_save_exactly(tmp_path):
+    torch.manual_seed(4)
+    reference = tnn.Sequential(tnn.utils.parametrizations.weight_norm(tnn.Linear(3, 2))).to(torch.bfloat16)
+    path = os.path.join(tmp_path, "bf16.pt")
+    torch.save(reference.state_dict(), path)
+    net = nn.SequentialCell([weight_norm(nn.Dense(3, 2, dtype=ms.bfloat16))])
+    load_torch_state_dict(net, path)
+    assert net[0].weight_v.dtype == ms.bfloat16
+    out = os.path.join(tmp_path, "back.safetensors")
+    save_torch_state_dict(net, out)
+    back = safetensors.torch.load_file(out)
+    for key, value in reference.state_dict().items():
+        assert back[key].dtype == torch.bfloat16 and torch.equal(back[key], value), key
+
+
+# --- saving -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("style", ["old", "new"])
+@pytest.mark.parametrize("conv_dim", [0, 2])
+def test_torch_to_mindspore_to_torch_round_trip_is_exact(style, conv_dim, tmp_path):
+    reference = torch_conv_net(style, conv_dim=conv_dim)
+    net = MSConvNet(conv_dim=3 if conv_dim == 2 else 0)
+    load_torch_state_dict(net, reference.state_dict())
+    path = os.path.join(tmp_path, "back.safetensors")
+    keys = save_torch_state_dict(net, path, style=style)
+    copy = torch_conv_net(style, conv_dim=conv_dim, seed=1)
+    copy.load_state_dict(safetensors.torch.load_file(path))  # strict: every key, every shape
+    assert sorted(keys) == sorted(k for k in reference.state_dict() if not k.endswith("num_batches_tracked"))
+    for key, value in reference.state_dict().items():
+        if not key.endswith("num_batches_tracked"):  # not stored by MindSpore; torch keeps its own
+            assert torch.equal(copy.state_dict()[key], value), key
+    np.testing.assert_array_equal(torch_out(copy), torch_out(reference))
+    # The file is plain safetensors: the reference reader sees the same arrays.
+    plain = safetensors.numpy.load_file(path)
+    assert {k: v.shape for k, v in plain.items()} == {k: v.shape for k, v in to_torch_state_dict(net, style).items()}
+
+
+def test_save_other_style_than_loaded_and_plain_net(tmp_path):
+    reference = torch_conv_net("old")
+    net = MSConvNet()
+    load_torch_state_dict(net, reference.state_dict())
+    path = os.path.join(tmp_path, "new.safetensors")
+    save_torch_state_dict(net, path, style="new")
+    as_new = torch_conv_net("new", seed=2)
+    as_new.load_state_dict(safetensors.torch.load_file(path))
+    np.testing.assert_allclose(torch_out(as_new), torch_out(reference), rtol=1e-5, atol=1e-7)
+
+    remove_all_weight_norm(net)
+    save_torch_state_dict(net, path)
+    plain = torch_conv_net("plain", seed=2)
+    plain.load_state_dict(safetensors.torch.load_file(path))
+    np.testing.assert_allclose(torch_out(plain), torch_out(reference), rtol=1e-4, atol=1e-6)
+
+
+def test_save_rejects_bad_style_and_name(tmp_path):
+    with pytest.raises(ValueError, match="style must be 'new'"):
+        save_torch_state_dict(MSConvNet(), os.path.join(tmp_path, "a.safetensors"), style="middle")
+    with pytest.raises(ValueError, match=r"\.safetensors name"):
+        save_torch_state_dict(MSConvNet(), os.path.join(tmp_path, "a.pt"))
+    assert os.listdir(tmp_path) == []
+
+
+# --- strictness -------------------------------------------------------------------------------
+
+def _broken_state():
+    state = {k: v.numpy().copy() for k, v in torch_conv_net("new").state_dict().items()}
+    del state["bn.running_var"]                                   # missing
+    state["head.weight"] = np.zeros((2, 2), np.float32)           # unexpected
+    state["up.bias"] = np.zeros(5, np.float32)                    # wrong shape
+    state["conv.parametrizations.weight.original1"] = np.zeros((4, 3, 3), np.float32)  # wrong v shape
+    return state
+
+
+def test_strict_lists_everything_and_loads_nothing():
+    net = MSConvNet()
+    before = ms_params(net)
+    with pytest.raises(ValueError) as info:
+        load_torch_state_dict(net, _broken_state())
+    message = str(info.value)
+    for needle in ["nothing was loaded", "bn.moving_variance", "head.weight", "up.bias",
+                   "conv.parametrizations.weight.original1", "(4, 3, 3)", "strict=False"]:
+        assert needle in message, needle
+    after = ms_params(net)
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_non_strict_loads_what_fits_and_returns_the_rest():
+    net = MSConvNet()
+    state = _broken_state()
+    missing, unexpected = load_torch_state_dict(net, state, strict=False)
+    assert sorted(missing) == ["bn.moving_variance", "conv.weight_g", "conv.weight_v", "up.bias"]
+    assert sorted(unexpected) == ["conv.parametrizations.weight.original0",
+                                  "conv.parametrizations.weight.original1", "head.weight", "up.bias"]
+    np.testing.assert_array_equal(net.bn.moving_mean.asnumpy(), state["bn.running_mean"])
+    np.testing.assert_array_equal(net.up.weight_v.asnumpy()[:, :, 0, :],
+                                  state["up.parametrizations.weight.original1"])
+
+
+def test_two_styles_of_one_weight_are_ambiguous():
+    state = dict(torch_conv_net("new").state_dict())
+    state["conv.weight_g"] = state["conv.parametrizations.weight.original0"]
+    state["conv.weight_v"] = state["conv.parametrizations.weight.original1"]
+    with pytest.raises(ValueError, match="more than once"):
+        load_torch_state_dict(MSConvNet(), state)
+
+
+def test_nested_training_checkpoint_gets_a_clear_error(tmp_path):
+    path = os.path.join(tmp_path, "g_00000100")  # HiFi-GAN's checkpoints have no extension
+    torch.save({"generator": torch_conv_net("old").state_dict(), "steps": 5}, path)
+    with pytest.raises(TypeError, match=r"read_torch_checkpoint\(path\)\['generator'\]"):
+        load_torch_state_dict(MSConvNet(), path)
+    loaded = read_torch_checkpoint(path)
+    assert loaded["steps"] == 5
+    assert load_torch_state_dict(MSConvNet(), loaded["generator"]) == ([], [])
+
+
+# --- the .pt reader without torch, and its safety ---------------------------------------------
+
+_NO_TORCH = """
+import sys
+sys.modules["torch"] = None  # any "import torch" now raises ImportError
+import numpy as np
+import mindspore as ms
+from mindspore import nn
+from ms_weightnorm import weight_norm
+from ms_weightnorm.torch_io import load_torch_state_dict, read_torch_checkpoint
+
+{net_source}
+
+state = read_torch_checkpoint({full!r})
+expected = np.load({npz!r})
+assert sorted(state) == sorted(expected.files), (sorted(state), expected.files)
+for key in expected.files:
+    assert state[key].dtype == expected[key].dtype, (key, state[key].dtype, expected[key].dtype)
+    assert np.array_equal(state[key], expected[key]), key
+net = MSConvNet()
+assert load_torch_state_dict(net, {clean!r}) == ([], [])
+np.save({out!r}, net(ms.Tensor(np.load({x!r}))).asnumpy())
+assert sys.modules["torch"] is None
+print("ok")
+"""
+
+
+def test_pt_loads_with_torch_absent(tmp_path):
+    reference = torch_conv_net("new")
+    clean = os.path.join(tmp_path, "model.pt")
+    torch.save(reference.state_dict(), clean)
+    full_state = dict(reference.state_dict())
+    full_state["half"] = torch.arange(6, dtype=torch.float16).reshape(2, 3).t()  # a strided view
+    full_state["brain"] = torch.tensor([1.5, -2.0, 3.0e38], dtype=torch.bfloat16)
+    full_state["flag"] = torch.tensor([True, False])
+    full_state["wide"] = torch.tensor([7, 65535], dtype=torch.int32).to(torch.uint16)  # rebuild_tensor_v3
+    full = os.path.join(tmp_path, "full.pth")
+    torch.save(full_state, full)
+    expected = {k: v.numpy() for k, v in full_state.items() if v.dtype not in (torch.bfloat16, torch.uint16)}
+    expected["brain"] = full_state["brain"].float().numpy()
+    expected["wide"] = np.array([7, 65535], np.uint16)
+    npz = os.path.join(tmp_path, "expected.npz")
+    np.savez(npz, **expected)
+    x, out = os.path.join(tmp_path, "x.npy"), os.path.join(tmp_path, "out.npy")
+    np.save(x, X)
+    script = _NO_TORCH.format(net_source=inspect.getsource(MSConvNet), full=full, npz=npz, clean=clean,
+                              x=x, out=out)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]
+    np.testing.assert_allclose(np.load(out), torch_out(reference), rtol=1e-4, atol=1e-6)
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def _torch_zip(path, payload: bytes):
+    """A file laid out like torch.save's zip format around an arbitrary pickle."""
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("archive/data.pkl", payload)
+        zf.writestr("archive/byteorder", "little")
+        zf.writestr("archive/version", "3\n")
+
+
+def test_malicious_pickle_is_refused_and_runs_nothing(tmp_path):
+    marker = os.path.join(tmp_path, "pwned")
+    # As torch.save would write it: a real tensor next to an object whose reduce calls os.system.
+    real = os.path.join(tmp_path, "evil.pt")
+    torch.save({"w": torch.ones(2), "evil": _Evil(marker)}, real)
+    # And a hand-made one, with nothing torch-like in it.
+    crafted = os.path.join(tmp_path, "crafted.pth")
+    _torch_zip(crafted, pickle.dumps(OrderedDict(evil=_Evil(marker)), protocol=2))
+    for path in (real, crafted):
+        with pytest.raises(UnsafeCheckpointError, match=r"system.*Nothing from the file was run"):
+            load_torch_state_dict(MSConvNet(), path)
+        with pytest.raises(UnsafeCheckpointError):
+            read_torch_checkpoint(path)
+    assert not os.path.exists(marker)
+    # The attack is real: the standard unpickler would have run it.
+    with zipfile.ZipFile(crafted) as zf:
+        pickle.loads(zf.read("archive/data.pkl"))
+    assert os.path.exists(marker)
+
+
+def test_crafted_tensor_bounds_and_setstate_are_refused(tmp_path):
+    good = os.path.join(tmp_path, "good.pt")
+    torch.save({"w": torch.ones(4)}, good)
+    with zipfile.ZipFile(good) as zf:
+        names = {n: zf.read(n) for n in zf.namelist()}
+    pkl = next(n for n in names if n.endswith("data.pkl"))
+    # Size 4 with stride 1000 would read far outside the 16-byte storage.
+    assert names[pkl].count(b"K\x01\x85") == 1  # the stride (1,) of the one tensor
+    bad = names[pkl].replace(b"K\x01\x85", b"M\xe8\x03\x85")
+    path = os.path.join(tmp_path, "bounds.pt")
+    with zipfile.ZipFile(path, "w") as zf:
+        for n, data in names.items():
+            zf.writestr(n, bad if n == pkl else data)
+    with pytest.raises(UnsafeCheckpointError, match="reaches element"):
+        read_torch_checkpoint(path)
+    # BUILD (setstate) on anything but the state dict's OrderedDict is refused.
+    build = os.path.join(tmp_path, "build.pt")
+    _torch_zip(build, b"\x80\x02]q\x00}q\x01b.")  # [] with BUILD({}) applied to the list
+    with pytest.raises(UnsafeCheckpointError, match="sets the state of a list"):
+        read_torch_checkpoint(build)
+
+
+def test_legacy_format_and_unknown_files_get_clear_errors(tmp_path):
+    legacy = os.path.join(tmp_path, "old.pt")
+    torch.save({"w": torch.ones(2)}, legacy, _use_new_zipfile_serialization=False)
+    with pytest.raises(ValueError, match=r"legacy.*torch\.save\(torch\.load\(path\)"):
+        load_torch_state_dict(MSConvNet(), legacy)
+    other = os.path.join(tmp_path, "notes.txt")
+    with open(other, "w") as f:
+        f.write("hello")
+    with pytest.raises(ValueError, match="neither a safetensors file nor a torch.save file"):
+        load_torch_state_dict(MSConvNet(), other)
+    with pytest.raises(FileNotFoundError):
+        load_torch_state_dict(MSConvNet(), os.path.join(tmp_path, "nope.pt"))
+    # A bare pickle (no zip around it) is not unpickled at all.
+    marker = os.path.join(tmp_path, "pwned")
+    bare = os.path.join(tmp_path, "bare.bin")
+    with open(bare, "wb") as f:
+        pickle.dump({"w": _Evil(marker)}, f, protocol=2)
+    with pytest.raises(ValueError, match="bare pickle"):
+        load_torch_state_dict(MSConvNet(), bare)
+    assert not os.path.exists(marker)
+
+
+# --- MindSpore's own checkpoints and export ---------------------------------------------------
+
+def _wn_dense_net(before_attach):
+    conv = nn.Conv1d(2, 3, 3, pad_mode="pad", padding=1, has_bias=True)
+    dense = nn.Dense(24, 4)
+    if before_attach:
+        weight_norm(conv)
+        weight_norm(dense)
+    net = nn.SequentialCell([conv, nn.Flatten(), dense])
+    if not before_attach:
+        weight_norm(net[0])
+        weight_norm(net[2])
+    return net
+
+
+@pytest.mark.parametrize("before_attach", [True, False], ids=["wn_before_attach", "wn_after_attach"])
+def test_mindspore_checkpoint_round_trip(before_attach, mode, tmp_path):
+    x = ms.Tensor(X)
+    source = _wn_dense_net(before_attach)
+    path = os.path.join(tmp_path, "net.ckpt")
+    ms.save_checkpoint(source, path)
+    target = _wn_dense_net(before_attach)
+    not_loaded = ms.load_param_into_net(target, ms.load_checkpoint(path))
+    assert list(not_loaded[0]) == [] and list(not_loaded[1]) == []
+    assert sorted(ms.load_checkpoint(path)) == ["0.bias", "0.weight_g", "0.weight_v",
+                                                "2.bias", "2.weight_g", "2.weight_v"]
+    np.testing.assert_array_equal(target(x).asnumpy(), source(x).asnumpy())
+
+
+@pytest.mark.parametrize("remove", [True, False], ids=["folded", "weight_norm_on"])
+def test_mindir_export(remove, tmp_path):
+    x = ms.Tensor(X)
+    net = _wn_dense_net(True)
+    expected = net(x).asnumpy()
+    if remove:
+        remove_all_weight_norm(net)
+    stem = os.path.join(tmp_path, "net")
+    ms.export(net, x, file_name=stem, file_format="MINDIR")
+    graph = nn.GraphCell(ms.load(stem + ".mindir"))
+    names = sorted(p.name for p in graph.get_parameters())
+    if remove:
+        assert names == ["0.bias", "0.weight", "2.bias", "2.weight"]
+    else:
+        assert names == ["0.bias", "0.weight_g", "0.weight_v", "2.bias", "2.weight_g", "2.weight_v"]
+    np.testing.assert_allclose(graph(x).asnumpy(), expected, rtol=1e-6, atol=1e-7)
