@@ -14,11 +14,13 @@ def python_blocks():
 def test_readme_usage_runs():
     blocks = python_blocks()
     assert blocks, "README has no python example"
+    namespaces = []
     try:
         for block in blocks:
-            namespace = {}
-            exec(compile(block, str(README), "exec"), namespace)  # noqa: S102 - our own README
+            namespaces.append({})
+            exec(compile(block, str(README), "exec"), namespaces[-1])  # noqa: S102 - our own README
     finally:
         ms.set_context(mode=ms.PYNATIVE_MODE)
-    assert namespace["m"].use_weight_norm is False
-    assert namespace["layer"].weight_g.shape == (40, 1)
+    usage = namespaces[0]
+    assert usage["m"].use_weight_norm is False
+    assert usage["layer"].weight_g.shape == (40, 1)

@@ -6,6 +6,8 @@ both in PyNative and GRAPH_MODE alike.
 """
 from . import functional
 from .functional import norm_except_dim
+from .init import data_dependent_init
+from .layers import MeanOnlyBatchNorm
 from .parametrize import (
     Parametrization,
     invalidate_compiled_graphs,
@@ -51,6 +53,8 @@ __all__ = [
     "parametrizations",
     "is_parametrized",
     "invalidate_compiled_graphs",
+    "data_dependent_init",
+    "MeanOnlyBatchNorm",
     "torch_io",
     "load_torch_state_dict",
     "save_torch_state_dict",
