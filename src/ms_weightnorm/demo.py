@@ -104,6 +104,17 @@ def _load_data(name: str, seed: int = 0) -> Tuple[np.ndarray, np.ndarray, np.nda
 
 # ----------------------------------------------------------------------------- models
 
+def _with_norm_and_relu(layers: Sequence[nn.Cell], norm: Optional[type]) -> List[nn.Cell]:
+    """``layer, [norm,] ReLU`` for each layer; the norm takes the layer's output channels."""
+    cells: List[nn.Cell] = []
+    for layer in layers:
+        cells.append(layer)
+        if norm is not None:
+            cells.append(norm(layer.out_channels))
+        cells.append(nn.ReLU())
+    return cells
+
+
 def _build_model(cfg: Config, setup: str, hw: Tuple[int, int], n_classes: int = 10) -> nn.Cell:
     """The network for ``setup``; the same weights for a given MindSpore seed in every set-up.
 
@@ -114,13 +125,7 @@ def _build_model(cfg: Config, setup: str, hw: Tuple[int, int], n_classes: int = 
         sizes = [hw[0] * hw[1]] + [cfg.width] * (cfg.depth - 1)
         hidden = [nn.Dense(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
         head = nn.Dense(sizes[-1], n_classes)
-        norms = {"bn": nn.BatchNorm1d, "wn_mobn": MeanOnlyBatchNorm}
-        cells = []
-        for layer in hidden:
-            cells.append(layer)
-            if setup in norms:
-                cells.append(norms[setup](layer.out_channels))
-            cells.append(nn.ReLU())
+        cells = _with_norm_and_relu(hidden, {"bn": nn.BatchNorm1d, "wn_mobn": MeanOnlyBatchNorm}.get(setup))
         net = nn.SequentialCell(cells + [head])
     elif cfg.model == "cnn":
         chans = [1, 16, 32, 32]
@@ -130,13 +135,7 @@ def _build_model(cfg: Config, setup: str, hw: Tuple[int, int], n_classes: int = 
         for _ in convs:
             side = math.ceil(side / 2)
         head = nn.Dense(chans[-1] * side * side, n_classes)
-        norms = {"bn": nn.BatchNorm2d, "wn_mobn": MeanOnlyBatchNorm}
-        cells = []
-        for conv in convs:
-            cells.append(conv)
-            if setup in norms:
-                cells.append(norms[setup](conv.out_channels))
-            cells.append(nn.ReLU())
+        cells = _with_norm_and_relu(convs, {"bn": nn.BatchNorm2d, "wn_mobn": MeanOnlyBatchNorm}.get(setup))
         net = _ImageNet(hw, nn.SequentialCell(cells + [nn.Flatten(), head]))
     else:
         raise ValueError(f"unknown model {cfg.model!r}: use 'mlp' or 'cnn'")
