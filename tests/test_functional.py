@@ -124,11 +124,11 @@ def test_gradients_match_finite_differences(dim, rng):
         np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("dim", [0, 1, None])
-def test_second_order_gradients_match_composite_reference(dim, mode, rng):
+@pytest.mark.parametrize("shape,dim", [((4, 3), 0), ((4, 3), 1), ((4, 3), None), ((3, 2, 1, 4), 0),
+                                       ((3, 2, 1, 4), 1), ((3, 2, 1, 4), 3), ((3, 2, 1, 4), None)])
+def test_second_order_gradients_match_composite_reference(shape, dim, mode, rng):
     """grad of grad against an autograd composite in float64 (torch, test-only)."""
     import torch  # test-only reference, installed by the test extras
-    shape = (4, 3)
     v = rng.standard_normal(shape)
     g = rng.uniform(0.5, 2.0, F.g_shape(shape, dim))
 
@@ -145,8 +145,8 @@ def test_second_order_gradients_match_composite_reference(dim, mode, rng):
 
     vt = torch.tensor(v, requires_grad=True)
     gt = torch.tensor(g, requires_grad=True)
-    axis = kept_axis(dim, 2)
-    red = [i for i in range(2) if i != axis] if axis is not None else [0, 1]
+    axis = kept_axis(dim, len(shape))
+    red = [i for i in range(len(shape)) if i != axis]
     norm = (vt * vt).sum(dim=red, keepdim=axis is not None).sqrt()
     w = gt * vt / norm
     a, b = torch.autograd.grad((w ** 3).sum(), (vt, gt), create_graph=True)
