@@ -1,23 +1,59 @@
 """Pure tensor functions of weight normalization.
 
-Everything here is a plain function of tensors: no Cell, no Parameter, no state. The
-functions trace in GRAPH_MODE and under ``ms.jit`` and differentiate (twice) like any
-other MindSpore composition, so the reparameterized weight stays inside the traced
-computation and gradients reach ``g`` and ``v``.
+Everything here is a plain function of tensors: no Cell, no Parameter; the only state is
+the backend choice below. The functions trace in GRAPH_MODE and under ``ms.jit`` and
+differentiate (twice) like any other MindSpore composition, so the reparameterized weight
+stays inside the traced computation and gradients reach ``g`` and ``v``.
 
 The ``dim`` convention is PyTorch's: ``dim`` is the axis that is *kept*; the norm runs over
 every other axis. ``dim=None`` and ``dim=-1`` both mean the norm of the whole tensor (a 0-d
 result). Any other negative ``dim`` is an ordinary index from the end.
+
+Two implementations of :func:`weight_norm` give the same numbers:
+
+- ``"composed"``: a composition of MindSpore ops, differentiated by MindSpore. Runs on every
+  backend.
+- ``"fused"``: two C++ kernels (forward; backward from the closed-form gradients, which
+  recomputes the norms in the same pass that reads ``v`` and the incoming gradient) run
+  through ``ops.Custom(func_type="aot")`` on the CPU backend. The backward kernel has a
+  bprop of its own written in MindSpore ops, so second-order gradients are exact. Half
+  types are reduced in float32 inside the kernels, and bfloat16 gradients work on the CPU
+  backend (the composed path's backward needs a bfloat16 ReduceSum that it lacks).
+
+MindSpore 2.10's PyNative double backward through ``reshape`` is wrong, so the composed
+path reshapes (for fast 2-D reductions) only inside compiled graphs; the fused path has no
+reshape at all.
+
+:func:`set_backend` or the environment variable ``MS_WEIGHTNORM_BACKEND`` chooses:
+``"auto"`` (default: fused on the CPU backend when a C++ compiler is available, composed
+elsewhere, with one warning if the kernel cannot be built), ``"composed"``, or ``"fused"``
+(an error where the fused kernels are unavailable). The choice is read when a function is
+traced, so it applies in GRAPH_MODE too; :func:`set_backend` drops compiled graphs so that
+the next call re-traces with the new choice.
 """
 from __future__ import annotations
 
 import math
+import os
+import warnings
 from typing import Optional, Tuple, Union
+
+import numpy as np
 
 import mindspore as ms
 from mindspore import Tensor, ops
+from mindspore.ops.primitive import PrimitiveWithInfer
 
-__all__ = ["canonical_dim", "norm_except_dim", "weight_norm", "g_shape"]
+__all__ = [
+    "canonical_dim",
+    "norm_except_dim",
+    "weight_norm",
+    "g_shape",
+    "BACKENDS",
+    "set_backend",
+    "get_backend",
+    "fused_available",
+]
 
 Dim = Optional[int]
 
@@ -55,14 +91,41 @@ def g_shape(shape: Tuple[int, ...], dim: Dim) -> Tuple[int, ...]:
     return tuple(n if i == axis else 1 for i, n in enumerate(shape))
 
 
+class _Traced(PrimitiveWithInfer):
+    """``_traced()`` is True while MindSpore compiles a graph (GRAPH_MODE, ``ms.jit``), False in
+    PyNative execution: a constant primitive whose compile-time value differs from its call."""
+
+    def __init__(self):
+        super().__init__("ms_weightnorm_traced")
+        self.set_const_prim(True)
+        self.add_prim_attr("constexpr_prim", True)
+
+    def __infer__(self, *args):
+        return {"dtype": None, "shape": None, "value": True}
+
+    def __call__(self, *args):
+        return False
+
+
+_traced = _Traced()
+
+
 def _reduce_sum_keep(x: Tensor, axis: Optional[int]) -> Tensor:
     """Sum over every axis except ``axis`` (all axes when None), keeping rank (0-d when None).
 
-    Reductions over one contiguous block of axes are done on a 2-D view: on the CPU backend a
-    single-axis reduction of a 2-D array is much faster than a multi-axis one.
+    In compiled graphs, reductions over one contiguous block of axes are done on a 2-D view:
+    on the CPU backend a single-axis reduction of a 2-D array is 10-20x faster than a
+    multi-axis one. PyNative execution reduces without reshaping, because MindSpore 2.10's
+    PyNative double backward through a reshape is wrong (second-order gradients were off by
+    order 1 with any reshape in the chain).
     """
     shape = x.shape
     ndim = len(shape)
+    if not _traced(0):
+        if axis is None:
+            return x.sum(tuple(range(ndim)))
+        reduce_axes = tuple(i for i in range(ndim) if i != axis)
+        return x.sum(reduce_axes, keepdims=True) if reduce_axes else x
     if axis is None:
         return x.reshape(-1).sum()
     out_shape = tuple(n if i == axis else 1 for i, n in enumerate(shape))
@@ -129,13 +192,215 @@ def weight_norm(v: Tensor, g: Tensor, dim: Dim = 0, eps: float = 0.0) -> Tensor:
     ``eps>0`` uses ``sqrt(sum(v*v) + eps)``. The result has ``v``'s dtype; for float16 and
     bfloat16 the norm and the scale are computed in float32.
 
+    The fused CPU kernels are used when :func:`set_backend` allows it and ``g`` has the
+    shape ``g_shape(v.shape, dim)``; any other input takes the composed path.
+
     >>> import numpy as np, mindspore as ms
     >>> v = ms.Tensor(np.array([[3.0, 4.0], [0.0, 2.0]], np.float32))
     >>> g = ms.Tensor(np.array([[10.0], [1.0]], np.float32))
     >>> weight_norm(v, g, dim=0).asnumpy().tolist()
     [[6.0, 8.0], [0.0, 1.0]]
     """
-    scale = _to_float32(g) / norm_except_dim(v, 2, dim, eps)
+    axis = canonical_dim(dim, v.ndim)
+    if _fused_applies(v.shape, v.dtype, g.shape, g.dtype, axis):
+        return _fused_weight_norm(v, g, axis, eps)
+    return _composed_weight_norm(v, g, axis, eps)
+
+
+def _composed_weight_norm(v: Tensor, g: Tensor, axis: Optional[int], eps: float) -> Tensor:
+    if axis is None and not _traced(0):
+        # PyNative double backward is also wrong through a 0-d norm broadcast against v;
+        # a norm of shape (1, ..., 1) gives the same values and correct second order.
+        x = _to_float32(v)
+        total = (x * x).sum(tuple(range(v.ndim)), keepdims=True)
+        norm = ops.sqrt(total + eps) if eps else ops.sqrt(total)
+    else:
+        norm = norm_except_dim(v, 2, axis, eps)
+    scale = _to_float32(g) / norm
     if scale.dtype != v.dtype:
         scale = scale.astype(v.dtype)
     return v * scale
+
+
+# ---------------------------------------------------------------------------------------
+# Backend choice
+# ---------------------------------------------------------------------------------------
+
+BACKENDS = ("auto", "composed", "fused")
+_ENV_VAR = "MS_WEIGHTNORM_BACKEND"
+_FUSED_TYPES = (ms.float16, ms.bfloat16, ms.float32, ms.float64)
+_backend_state = {"name": None, "warned": False}
+
+
+def _check_backend(name: str, origin: str) -> str:
+    if not isinstance(name, str) or name.strip().lower() not in BACKENDS:
+        raise ValueError(f"{origin}: backend must be one of {', '.join(map(repr, BACKENDS))}, got {name!r}")
+    return name.strip().lower()
+
+
+def set_backend(name: str, drop_compiled: bool = True) -> None:
+    """Choose how :func:`weight_norm` computes: ``"auto"``, ``"composed"`` or ``"fused"``.
+
+    Overrides the environment variable ``MS_WEIGHTNORM_BACKEND``. ``"auto"`` uses the fused
+    CPU kernels on the CPU backend when they can be built and the composed ops elsewhere;
+    ``"fused"`` raises where the kernels are unavailable (another backend, no compiler);
+    ``"composed"`` never uses them. Compiled graphs are dropped, so the next call re-traces;
+    with ``drop_compiled=False`` graphs compiled before keep the backend they were traced with
+    (to compare both backends in one process).
+
+    >>> previous = get_backend()
+    >>> set_backend("composed"); get_backend()
+    'composed'
+    >>> set_backend(previous)
+    """
+    name = _check_backend(name, "set_backend")
+    _backend_state["name"] = name
+    if drop_compiled:
+        from .parametrize import invalidate_compiled_graphs
+        invalidate_compiled_graphs()
+
+
+def get_backend() -> str:
+    """The backend setting: :func:`set_backend`'s, else ``$MS_WEIGHTNORM_BACKEND``, else ``"auto"``.
+
+    >>> get_backend() in BACKENDS
+    True
+    """
+    if _backend_state["name"] is not None:
+        return _backend_state["name"]
+    return _check_backend(os.environ.get(_ENV_VAR, "auto") or "auto", f"${_ENV_VAR}")
+
+
+def fused_available() -> bool:
+    """Whether the fused kernels can run here: CPU backend and a kernel library that builds.
+
+    The first call may compile the kernel (a few seconds, once per machine: it is cached).
+
+    >>> isinstance(fused_available(), bool)
+    True
+    """
+    return _fused_unavailable_reason() is None
+
+
+def _device_target() -> str:
+    try:
+        return str(ms.get_context("device_target"))
+    except Exception:  # pragma: no cover - context API moved
+        return "unknown"
+
+
+def _fused_unavailable_reason() -> Optional[str]:
+    device = _device_target()
+    if device != "CPU":
+        return f"the fused kernels run on the CPU backend only (device_target is {device})"
+    from . import _fused
+    reason = _fused.unavailable_reason()
+    if reason is not None:
+        return reason
+    if "probe" not in _FUSED_OPS:
+        try:
+            _fused.make_kernels(None, None)
+            _FUSED_OPS["probe"] = None
+        except Exception as err:  # e.g. MS_CUSTOM_AOT_WHITE_LIST excludes the cache directory
+            _FUSED_OPS["probe"] = f"ops.Custom rejected the kernel: {err}"
+    return _FUSED_OPS["probe"]
+
+
+# A constexpr runs as Python while a graph is compiled (GRAPH_MODE would otherwise parse the
+# function into the graph, which it cannot do with imports, subprocesses and warnings).
+@ops.constexpr(reuse_result=False)
+def _fused_applies(shape, v_dtype, g_shape_, g_dtype, axis) -> bool:
+    """Whether the fused kernels compute this weight; creates its primitives when they do."""
+    backend = get_backend()
+    if backend == "composed":
+        return False
+    if v_dtype not in _FUSED_TYPES or g_dtype not in _FUSED_TYPES:
+        return False
+    if len(shape) == 0 or any(n is None or n <= 0 for n in shape):
+        return False  # scalars, empty and dynamic shapes: nothing to gain, or no static view
+    if tuple(g_shape_) != g_shape(tuple(shape), axis):
+        return False  # a broadcast g keeps the composed path's broadcasting semantics
+    reason = _fused_unavailable_reason()
+    if reason is None:
+        _fused_kernels(axis)
+        return True
+    if backend == "fused":
+        raise RuntimeError(f"ms_weightnorm backend 'fused' was requested, but {reason}")
+    if not _backend_state["warned"] and _device_target() == "CPU":
+        _backend_state["warned"] = True
+        warnings.warn(f"ms_weightnorm: using the composed weight-norm path, the fused CPU kernel is "
+                      f"unavailable: {reason}", RuntimeWarning, stacklevel=3)
+    return False
+
+
+# ---------------------------------------------------------------------------------------
+# Fused path
+# ---------------------------------------------------------------------------------------
+
+def _fused_weight_norm(v: Tensor, g: Tensor, axis: Optional[int], eps: float) -> Tensor:
+    forward = _FUSED_OPS[_axis_key(axis)][0]
+    return forward(v, g, _meta(eps, axis))
+
+
+def _axis_key(axis: Optional[int]) -> int:
+    return -1 if axis is None else axis
+
+
+def _meta(eps: float, axis: Optional[int]) -> Tensor:
+    # float64 holds any eps and axis exactly; the kernel converts eps to its accumulation type.
+    return Tensor(np.array([eps, _axis_key(axis)], np.float64))
+
+
+# Custom primitives per kept axis (their bprops need the axis as a Python value), created by
+# _fused_applies while tracing, before the traced code reads them.
+_FUSED_OPS: dict = {}
+
+
+def _fused_kernels(axis: Optional[int]):
+    key = _axis_key(axis)
+    if key not in _FUSED_OPS:
+        from . import _fused
+        _FUSED_OPS[key] = _fused.make_kernels(*_make_bprops(axis))
+    return _FUSED_OPS[key]
+
+
+def _make_bprops(axis: Optional[int]):
+    def bprop_forward(v, g, meta, out, dout):
+        dv, dg = _FUSED_OPS[_axis_key(axis)][1](v, g, dout, meta)
+        return dv, dg, ops.zeros_like(meta)
+
+    def bprop_backward(v, g, dw, meta, out, dout):
+        return _backward_vjp(v, g, dw, meta, dout, axis)
+
+    return bprop_forward, bprop_backward
+
+
+def _backward_vjp(v, g, dw, meta, dout, axis):
+    """Gradient of the backward kernel (for second-order gradients), in MindSpore ops.
+
+    Per slice, with n = sqrt(sum v^2 + eps), s = g/n, d = sum dw*v, c = d/n^2, the kernel
+    computes dv = s*dw - s*c*v and dg = d/n. For incoming (a, b) and A = sum a*dw,
+    B = sum a*v:
+      grad g  = (A - c*B) / n
+      grad dw = s*a + (b/n - s*B/n^2) * v
+      grad v  = -s*c*a + (b/n - s*B/n^2) * dw + ((3*s*c*B - s*A)/n^2 - b*c/n) * v
+    """
+    a, b = dout
+    ct = ms.float64 if v.dtype == ms.float64 else ms.float32
+    vf = v.astype(ct)
+    dwf = dw.astype(ct)
+    af = a.astype(ct)
+    gf = g.astype(ct)
+    bf = b.astype(ct)
+    eps = meta[0].astype(ct)
+    n2 = _reduce_sum_keep(vf * vf, axis) + eps
+    n = ops.sqrt(n2)
+    s = gf / n
+    c = _reduce_sum_keep(dwf * vf, axis) / n2
+    big_a = _reduce_sum_keep(af * dwf, axis)
+    big_b = _reduce_sum_keep(af * vf, axis)
+    grad_g = ((big_a - c * big_b) / n).reshape(g.shape).astype(g.dtype)
+    coef = bf / n - s * big_b / n2
+    grad_dw = (s * af + coef * vf).astype(dw.dtype)
+    grad_v = -s * c * af + coef * dwf + ((3.0 * s * c * big_b - s * big_a) / n2 - bf * c / n) * vf
+    return grad_v.astype(v.dtype), grad_g, grad_dw, ops.zeros_like(meta)

@@ -1,0 +1,402 @@
+"""Benchmark of ms_weightnorm's weight norm against PyTorch's fused kernel and the plain layer.
+
+Run from the repository root:
+
+    python benchmarks/bench_weight_norm.py            # full run (about 2 minutes)
+    python benchmarks/bench_weight_norm.py --quick    # fewer repetitions (about a minute)
+
+It prints markdown tables of medians over repeated runs. The contenders of each table are
+measured interleaved in one process (in a shuffled order each round), so machine noise hits
+them alike and the ratios are side by side. PyTorch columns appear when torch is installed.
+The training table also times a second, identical plain network: its ratio to the first
+is the noise level of the run.
+
+1. The reparameterization, forward + backward: the gradients with respect to ``v`` and ``g``
+   of ``w = weight_norm(v, g, dim)`` for an incoming gradient ``gw`` (the same numbers as the
+   gradient of ``sum(gw * w)``, without timing MindSpore's slow CPU full-tensor sum, which
+   alone costs several times the weight norm on the conv shapes). GRAPH_MODE, one ``ms.jit``
+   function per contender: the fused kernels, the composed ops, ``torch._weight_norm``
+   (eager autograd; the faster of 1 thread and the default count), and one plain copy of
+   ``v`` (``numpy.copyto`` into a preallocated array) as the memory-traffic floor.
+   MindSpore's CPU graphs run synchronously: the timings include launching the graph, whose
+   cost alone is the "MS graph launch" column (a graph computing ``2 * g``); it is paid once
+   per graph, not per layer, in a training step.
+2. Training steps (``nn.TrainOneStepCell`` + Adam, GRAPH_MODE) with weight norm on every layer
+   against the same network without it, and PyTorch's ``torch.nn.utils.weight_norm`` overhead
+   on the same network (eager) in the same run.
+3. Inference after ``remove_all_weight_norm`` against the plain network, and graph compile
+   time (first training step) with and without weight norm.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from typing import Callable, Dict, List, Sequence
+
+import numpy as np
+
+import mindspore as ms
+from mindspore import nn
+
+import ms_weightnorm as wn
+from ms_weightnorm import functional as F
+
+try:  # PyTorch is only a reference here; the benchmark runs without it.
+    import torch
+except ImportError:  # pragma: no cover - depends on the environment
+    torch = None
+
+SHAPES = [
+    ((4096, 4096), "Dense 4096x4096"),
+    ((512, 512, 1, 7), "HiFi-GAN Conv1d 512x512 k7"),
+    ((256, 256, 1, 3), "Conv1d 256x256 k3"),
+    ((64, 64, 3, 3), "Conv2d 64x64 3x3"),
+]
+
+
+def interleaved(fns: Dict[str, Callable[[], None]], rounds: int, calls: int,
+                prepare: Dict[str, Callable[[], None]] = None) -> Dict[str, float]:
+    """Median seconds per call of each function, timed round-robin.
+
+    Each sample is ``calls`` back-to-back calls (each function synchronizes at its end). The
+    order is shuffled every round and samples are separated by a short pause: on a 2-core
+    machine, the worker threads that one framework leaves spinning after its call would
+    otherwise slow whichever contender always comes next. ``prepare[name]()`` runs untimed
+    before each sample of ``name``.
+    """
+    prepare = prepare or {}
+    for name, fn in fns.items():  # warm-up: compile, allocate, fill caches
+        prepare.get(name, lambda: None)()
+        fn()
+        fn()
+    samples: Dict[str, List[float]] = {name: [] for name in fns}
+    order = list(fns)
+    shuffler = random.Random(0)
+    for _ in range(rounds):
+        shuffler.shuffle(order)
+        for name in order:
+            prepare.get(name, lambda: None)()
+            time.sleep(0.003)
+            fn = fns[name]
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            samples[name].append((time.perf_counter() - start) / calls)
+    return {name: statistics.median(ts) for name, ts in samples.items()}
+
+
+def ms_reparam_fn(kind: str, v: ms.Tensor, g: ms.Tensor, gw: ms.Tensor, dim: int) -> Callable[[], None]:
+    def weight(v, g):
+        return F.weight_norm(v, g, dim)
+
+    @ms.jit
+    def grad(v, g, gw):
+        _, vjp = ms.vjp(weight, v, g)
+        return vjp(gw)
+
+    def run():
+        dv, dg = grad(v, g, gw)
+        dv.asnumpy()  # cheap: CPU graphs have finished when the call returns
+
+    # Compile now, under this backend; drop_compiled=False keeps each graph on the backend it
+    # was traced with, so both run side by side in one process.
+    F.set_backend(kind, drop_compiled=False)
+    run()
+    F.set_backend("auto", drop_compiled=False)
+    return run
+
+
+def torch_reparam_fn(v: np.ndarray, g: np.ndarray, gw: np.ndarray, dim: int) -> Callable[[], None]:
+    vt = torch.tensor(v, requires_grad=True)
+    gt = torch.tensor(g, requires_grad=True)
+    gwt = torch.tensor(gw)
+
+    def run():
+        w = torch._weight_norm(vt, gt, dim)
+        torch.autograd.grad(w, (vt, gt), gwt)
+
+    return run
+
+
+# PyTorch is timed with one thread and with its default count; the faster of the two is
+# the reference (on a loaded 2-core machine one thread is often faster: no waiting on a
+# descheduled worker).
+TORCH_THREADS = torch.get_num_threads() if torch is not None else 1
+
+
+def copy_fn(v: np.ndarray) -> Callable[[], None]:
+    out = np.empty_like(v)
+
+    def run():
+        np.copyto(out, v)
+
+    return run
+
+
+def ms_launch_fn(g: ms.Tensor) -> Callable[[], None]:
+    """MindSpore's cost of calling a compiled graph at all: one op on the small tensor g."""
+    @ms.jit
+    def tiny(g):
+        return g * 2.0
+
+    def run():
+        tiny(g).asnumpy()
+
+    return run
+
+
+def reparam_table(args) -> List[str]:
+    rng = np.random.default_rng(0)
+    rows = ["| weight shape | dim | fused (ms) | composed (ms) | torch fused (ms) | copy of v (ms) "
+            "| MS graph launch (ms) | fused / torch | composed / torch | fused / copy |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for shape, label in SHAPES:
+        if args.quick and shape == (4096, 4096):
+            rounds, calls = max(3, args.rounds // 3), 1
+        else:
+            rounds, calls = args.rounds, args.calls if np.prod(shape) < 10**6 else 1
+        for dim in (0, len(shape) - 1):
+            v = rng.standard_normal(shape).astype(np.float32)
+            g = (rng.random(F.g_shape(shape, dim)) + 0.5).astype(np.float32)
+            gw = rng.standard_normal(shape).astype(np.float32)
+            vm, gm, gwm = ms.Tensor(v), ms.Tensor(g), ms.Tensor(gw)
+            fns = {
+                "fused": ms_reparam_fn("fused", vm, gm, gwm, dim),
+                "composed": ms_reparam_fn("composed", vm, gm, gwm, dim),
+                "copy": copy_fn(v),
+                "launch": ms_launch_fn(gm),
+            }
+            prepare = {}
+            if torch is not None:
+                for threads in sorted({1, TORCH_THREADS}):
+                    fns[f"torch{threads}"] = torch_reparam_fn(v, g, gw, dim)
+                    prepare[f"torch{threads}"] = lambda threads=threads: torch.set_num_threads(threads)
+            t = interleaved(fns, rounds, calls, prepare)
+            if torch is not None:
+                torch.set_num_threads(TORCH_THREADS)
+            ms_ = {k: x * 1e3 for k, x in t.items()}
+            tt = min((x for k, x in ms_.items() if k.startswith("torch")), default=None)
+            rows.append(
+                f"| {shape} {label} | {dim} | {ms_['fused']:.3f} | {ms_['composed']:.3f} | "
+                f"{_fmt(tt)} | {ms_['copy']:.3f} | {ms_['launch']:.3f} | {_ratio(ms_['fused'], tt)} | "
+                f"{_ratio(ms_['composed'], tt)} | {ms_['fused'] / ms_['copy']:.1f} |")
+            print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _ratio(a, b) -> str:
+    return "n/a" if b is None else f"{a / b:.2f}"
+
+
+# ---------------------------------------------------------------------------------------
+# Training steps
+# ---------------------------------------------------------------------------------------
+
+def ms_mlp(width: int, depth: int, n_out: int) -> nn.Cell:
+    layers: List[nn.Cell] = []
+    for _ in range(depth - 1):
+        layers += [nn.Dense(width, width), nn.ReLU()]
+    layers.append(nn.Dense(width, n_out))
+    return nn.SequentialCell(layers)
+
+
+def ms_conv_stack(channels: int, depth: int, kernel: int) -> nn.Cell:
+    layers: List[nn.Cell] = []
+    for _ in range(depth):
+        layers += [nn.Conv1d(channels, channels, kernel, pad_mode="same"), nn.LeakyReLU(0.1)]
+    return nn.SequentialCell(layers)
+
+
+def ms_step_fn(net: nn.Cell, x: ms.Tensor, y: ms.Tensor) -> Callable[[], None]:
+    step = nn.TrainOneStepCell(nn.WithLossCell(net, nn.MSELoss()), nn.Adam(net.trainable_params(), 1e-4))
+    step.set_train()
+
+    def run():
+        step(x, y).asnumpy()
+
+    return run
+
+
+def torch_step_fn(net, x: np.ndarray, y: np.ndarray) -> Callable[[], None]:
+    xt, yt = torch.tensor(x), torch.tensor(y)
+    opt = torch.optim.Adam(net.parameters(), 1e-4)
+    loss_fn = torch.nn.MSELoss()
+
+    def run():
+        opt.zero_grad()
+        loss = loss_fn(net(xt), yt)
+        loss.backward()
+        opt.step()
+        loss.item()
+
+    return run
+
+
+def torch_mlp(width: int, depth: int, n_out: int, weight_norm: bool):
+    torch.manual_seed(0)
+    layers = []
+    for i in range(depth):
+        lin = torch.nn.Linear(width, width if i < depth - 1 else n_out)
+        if weight_norm:
+            lin = _torch_weight_norm(lin)
+        layers.append(lin)
+        if i < depth - 1:
+            layers.append(torch.nn.ReLU())
+    return torch.nn.Sequential(*layers)
+
+
+def torch_conv_stack(channels: int, depth: int, kernel: int, weight_norm: bool):
+    torch.manual_seed(0)
+    layers = []
+    for _ in range(depth):
+        conv = torch.nn.Conv1d(channels, channels, kernel, padding=kernel // 2)
+        if weight_norm:
+            conv = _torch_weight_norm(conv)
+        layers += [conv, torch.nn.LeakyReLU(0.1)]
+    return torch.nn.Sequential(*layers)
+
+
+def _torch_weight_norm(module):
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the deprecated form is the one that calls torch._weight_norm
+        return torch.nn.utils.weight_norm(module)
+
+
+def training_tables(args) -> List[str]:
+    rng = np.random.default_rng(1)
+    rows = ["| network | plain step (ms) | WN fused (ms) | WN composed (ms) | overhead fused | "
+            "overhead composed | noise: 2nd plain / plain | torch plain (ms) | torch WN (ms) | "
+            "torch overhead |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    configs = [
+        ("MLP 8x512, batch 100", lambda: ms_mlp(512, 8, 512),
+         lambda w: torch_mlp(512, 8, 512, w), (100, 512), (100, 512), args.rounds, args.calls),
+        ("Conv1d stack 4x(128->128, k7), batch 1, length 64", lambda: ms_conv_stack(128, 4, 7),
+         lambda w: torch_conv_stack(128, 4, 7, w), (1, 128, 64), (1, 128, 64),
+         args.rounds, 1 if args.quick else 2),
+    ]
+    extra: List[str] = []
+    for label, make_ms, make_torch, xshape, yshape, rounds, calls in configs:
+        x = rng.standard_normal(xshape).astype(np.float32)
+        y = rng.standard_normal(yshape).astype(np.float32)
+        xm, ym = ms.Tensor(x), ms.Tensor(y)
+        fns: Dict[str, Callable[[], None]] = {}
+        compile_s: Dict[str, float] = {}
+        # "plain2" is a second, identical plain network: its ratio to "plain" shows how much
+        # of an overhead figure the machine's noise alone can produce.
+        for kind in ("plain", "plain2", "fused", "composed"):
+            ms.set_seed(0)
+            net = make_ms()
+            if kind in ("fused", "composed"):
+                F.set_backend(kind, drop_compiled=False)
+                wn.apply_weight_norm(net)
+            fn = ms_step_fn(net, xm, ym)
+            start = time.perf_counter()
+            fn()  # the first call compiles the graph
+            compile_s[kind] = time.perf_counter() - start
+            fns[kind] = fn
+        F.set_backend("auto", drop_compiled=False)
+        if torch is not None:
+            fns["torch plain"] = torch_step_fn(make_torch(False), x, y)
+            fns["torch wn"] = torch_step_fn(make_torch(True), x, y)
+        t = {k: v * 1e3 for k, v in interleaved(fns, rounds, calls).items()}
+        rows.append(
+            f"| {label} | {t['plain']:.2f} | {t['fused']:.2f} | {t['composed']:.2f} | "
+            f"{t['fused'] / t['plain']:.3f}x | {t['composed'] / t['plain']:.3f}x | "
+            f"{t['plain2'] / t['plain']:.3f}x | {_fmt(t.get('torch plain'))} | {_fmt(t.get('torch wn'))} | "
+            f"{_ratio(t.get('torch wn', 0), t.get('torch plain'))}{'x' if torch is not None else ''} |")
+        print(rows[-1], file=sys.stderr, flush=True)
+        # The faster of the two plain compiles: the first compile of a process may pay one-time
+        # costs that would flatter the weight-norm ratios.
+        plain_compile = min(compile_s["plain"], compile_s["plain2"])
+        extra.append(f"| {label} | {plain_compile:.2f} | {compile_s['fused']:.2f} | "
+                     f"{compile_s['composed']:.2f} | {compile_s['fused'] / plain_compile:.2f}x | "
+                     f"{compile_s['composed'] / plain_compile:.2f}x |")
+    compile_rows = ["| network | compile + first step, plain (s) | with WN fused (s) | with WN composed (s) "
+                    "| fused / plain | composed / plain |", "|---|---|---|---|---|---|"] + extra
+    return rows, compile_rows
+
+
+def inference_table(args) -> List[str]:
+    rng = np.random.default_rng(2)
+    x = ms.Tensor(rng.standard_normal((100, 512)).astype(np.float32))
+    fns = {}
+    for kind in ("plain", "removed"):
+        ms.set_seed(0)
+        net = ms_mlp(512, 8, 512)
+        net.set_train(False)
+        if kind == "removed":
+            wn.apply_weight_norm(net)
+            net(x).asnumpy()  # runs once with weight norm, so removal has a cached graph to drop
+            wn.remove_all_weight_norm(net)
+
+        def run(net=net):
+            net(x).asnumpy()
+        fns[kind] = run
+    t = {k: v * 1e3 for k, v in interleaved(fns, args.rounds, args.calls * 2).items()}
+    return ["| network | plain inference (ms) | after remove_all_weight_norm (ms) | ratio |",
+            "|---|---|---|---|",
+            f"| MLP 8x512, batch 100 | {t['plain']:.3f} | {t['removed']:.3f} | "
+            f"{t['removed'] / t['plain']:.3f} |"]
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    parts = [f"{datetime.date.today().isoformat()}", f"{cpu}, {os.cpu_count()} logical CPUs",
+             f"Python {platform.python_version()}", f"MindSpore {ms.__version__}",
+             f"numpy {np.__version__}"]
+    if torch is not None:
+        parts.append(f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    parts.append(f"fused kernels: {'available' if F.fused_available() else 'UNAVAILABLE'}")
+    return "; ".join(parts)
+
+
+def main(argv: Sequence[str] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (noisier), about a minute")
+    parser.add_argument("--rounds", type=int, default=None, help="timed samples per contender")
+    parser.add_argument("--calls", type=int, default=None, help="calls per sample (small shapes)")
+    parser.add_argument("--skip", default="", help="comma list of sections to skip: reparam,train,infer")
+    args = parser.parse_args(argv)
+    args.rounds = args.rounds or (7 if args.quick else 31)
+    args.calls = args.calls or (5 if args.quick else 10)
+    skip = set(filter(None, args.skip.split(",")))
+
+    ms.set_context(mode=ms.GRAPH_MODE)
+    print(f"Machine: {machine()}\n")
+    if "reparam" not in skip:
+        print("### Reparameterization, forward + backward (GRAPH_MODE), median ms per call\n")
+        print("\n".join(reparam_table(args)) + "\n")
+    if "train" not in skip:
+        steps, compiles = training_tables(args)
+        print("### Training step with weight norm on every layer (GRAPH_MODE; torch eager)\n")
+        print("\n".join(steps) + "\n")
+        print("### Graph compile time (first training step)\n")
+        print("\n".join(compiles) + "\n")
+    if "infer" not in skip:
+        print("### Inference after remove_all_weight_norm (GRAPH_MODE)\n")
+        print("\n".join(inference_table(args)) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

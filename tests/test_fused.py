@@ -1,0 +1,375 @@
+"""The fused CPU kernels give the composed path's numbers: values, first and second order.
+
+Timing is not tested here (see benchmarks/). Second-order references are central finite
+differences, in float64 numpy, of the closed-form first-order gradients, so they do not
+depend on either implementation.
+"""
+import warnings
+
+import mindspore as ms
+import numpy as np
+import pytest
+from mindspore import nn
+
+import ms_weightnorm as wn
+from ms_weightnorm import _fused
+from ms_weightnorm import functional as F
+
+# (shape, dim): dim 0, a middle axis, the last axis, the whole tensor; a remainder after the
+# kernels' blocks of rows (37 rows of 7 columns); dim-0 rows too long to stay in cache
+# (2 x 40000: the two-pass loops); larger weights for the threaded test.
+CASES = [
+    ((6, 5), 0),
+    ((4, 3, 2, 5), 1),
+    ((37, 7), 1),
+    ((3, 2, 1, 7), 3),
+    ((4, 3, 2, 5), None),
+    ((5,), 0),
+]
+BIG_CASES = [((320, 1024), 0), ((1024, 320), 1), ((2, 160, 1024), None), ((2, 40000), 0),
+             ((8, 7, 1, 4097), 1)]
+
+
+@pytest.fixture
+def backend():
+    """Yields the backend setter; afterwards restores the setting found (so a CI run with
+    MS_WEIGHTNORM_BACKEND=composed keeps testing the composed path in later files)."""
+    saved = F._backend_state["name"]
+    yield F.set_backend
+    F.set_backend("auto")  # drops the graphs compiled under the test's choice
+    F._backend_state["name"] = saved
+
+
+def _data(rng, shape, dim, dtype=np.float32):
+    v = rng.standard_normal(shape).astype(dtype)
+    g = np.asarray(rng.random(F.g_shape(shape, dim)) + 0.5).astype(dtype)
+    gw = rng.standard_normal(shape).astype(dtype)
+    return v, g, gw
+
+
+def _np_first_order(v, g, gw, dim, eps):
+    """w, dL/dv and dL/dg for L = sum(gw * w), float64."""
+    axes = tuple(i for i in range(v.ndim) if i != dim) if dim is not None else None
+    n = np.sqrt((v * v).sum(axis=axes, keepdims=dim is not None) + eps)
+    s = g / n
+    d = (gw * v).sum(axis=axes, keepdims=dim is not None)
+    return s * v, s * gw - s * d / n**2 * v, d / n
+
+
+def _ms_grads(v, g, gw, dim, eps, mode):
+    def loss(v, g, gw):
+        return (F.weight_norm(v, g, dim, eps) * gw).sum()
+    grad = ms.grad(loss, grad_position=(0, 1))
+    if mode == "graph":
+        grad = ms.jit(grad)
+    dv, dg = grad(ms.Tensor(v), ms.Tensor(g), ms.Tensor(gw))
+    return F.weight_norm(ms.Tensor(v), ms.Tensor(g), dim, eps).asnumpy(), dv.asnumpy(), dg.asnumpy()
+
+
+def test_fused_kernels_build_on_this_machine():
+    # CI runs on CPU with a C++ compiler: the fast path must really be the one under test.
+    assert _fused.unavailable_reason() is None
+    assert F.fused_available()
+
+
+@pytest.mark.parametrize("shape,dim", CASES + BIG_CASES)
+def test_each_backend_takes_its_path(backend, shape, dim):
+    axis = F.canonical_dim(dim, len(shape))
+    args = (shape, ms.float32, F.g_shape(shape, dim), ms.float32, axis)
+    for name, fused in (("fused", True), ("auto", True), ("composed", False)):
+        backend(name)
+        assert F._fused_applies(*args) is fused
+
+
+@pytest.mark.parametrize("shape,dim", CASES + BIG_CASES)
+@pytest.mark.parametrize("eps", [0.0, 0.25])
+def test_first_order_matches_composed(mode, backend, rng, shape, dim, eps):
+    v, g, gw = _data(rng, shape, dim)
+    out = {}
+    for name in ("fused", "composed"):
+        backend(name)
+        out[name] = _ms_grads(v, g, gw, dim, eps, mode)
+    ref = _np_first_order(v.astype(np.float64), g.astype(np.float64), gw.astype(np.float64),
+                          F.canonical_dim(dim, v.ndim), eps)
+    for fused, composed, exact in zip(out["fused"], out["composed"], ref):
+        assert fused.shape == composed.shape == exact.shape
+        np.testing.assert_allclose(fused, composed, rtol=2e-5, atol=2e-6)
+        np.testing.assert_allclose(fused, exact, rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("shape,dim", BIG_CASES + [((33, 1, 1, 7), 3)])
+def test_threaded_loops_match(monkeypatch, mode, backend, rng, shape, dim):
+    # A tiny grain splits even these weights across 3 threads, mid-segment and mid-block.
+    monkeypatch.setenv("MS_WEIGHTNORM_THREADS", "3")
+    monkeypatch.setenv("MS_WEIGHTNORM_THREAD_GRAIN", "50")
+    v, g, gw = _data(rng, shape, dim)
+    backend("fused")
+    got = _ms_grads(v, g, gw, dim, 0.0, mode)
+    ref = _np_first_order(v.astype(np.float64), g.astype(np.float64), gw.astype(np.float64),
+                          F.canonical_dim(dim, v.ndim), 0.0)
+    for a, b in zip(got, ref):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("shape,dim", CASES)
+def test_float64_matches_reference_closely(mode, backend, rng, shape, dim):
+    v, g, gw = _data(rng, shape, dim, np.float64)
+    backend("fused")
+    got = _ms_grads(v, g, gw, dim, 0.0, mode)
+    ref = _np_first_order(v, g, gw, F.canonical_dim(dim, v.ndim), 0.0)
+    for a, b in zip(got, ref):
+        assert a.dtype == np.float64
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+
+
+def _second_order_ms(v, g, gw, a, b, dim, eps, mode):
+    """Gradient w.r.t. (v, g, gw) of sum(a * dv) + sum(b * dg), (dv, dg) = grad of sum(gw * w)."""
+    def loss(v, g, gw):
+        return (F.weight_norm(v, g, dim, eps) * gw).sum()
+
+    def outer(v, g, gw):
+        dv, dg = ms.grad(loss, grad_position=(0, 1))(v, g, gw)
+        return (dv * ms.Tensor(a)).sum() + (dg * ms.Tensor(b)).sum()
+    grad = ms.grad(outer, grad_position=(0, 1, 2))
+    if mode == "graph":
+        grad = ms.jit(grad)
+    return [x.asnumpy() for x in grad(ms.Tensor(v), ms.Tensor(g), ms.Tensor(gw))]
+
+
+def _second_order_fd(v, g, gw, a, b, dim, eps, h=1e-6):
+    axis = F.canonical_dim(dim, v.ndim)
+
+    def outer(v, g, gw):
+        _, dv, dg = _np_first_order(v, g, gw, axis, eps)
+        return (dv * a).sum() + (dg * b).sum()
+    grads = []
+    args = [v, g, gw]
+    for i, x in enumerate(args):
+        grad = np.zeros_like(x)
+        for idx in np.ndindex(x.shape):
+            plus = [y.copy() for y in args]
+            minus = [y.copy() for y in args]
+            plus[i][idx] += h
+            minus[i][idx] -= h
+            grad[idx] = (outer(*plus) - outer(*minus)) / (2 * h)
+        grads.append(grad)
+    return grads
+
+
+@pytest.mark.parametrize("shape,dim", [((6, 5), 0), ((4, 3, 2, 5), 1), ((3, 2, 1, 7), 3),
+                                       ((4, 3, 2, 5), None)])
+@pytest.mark.parametrize("eps", [0.0, 0.25])
+@pytest.mark.parametrize("path", ["fused", "composed"])
+def test_second_order_matches_finite_differences(mode, backend, rng, shape, dim, eps, path):
+    v, g, gw = _data(rng, shape, dim, np.float64)
+    a = rng.standard_normal(shape)
+    b = np.asarray(rng.standard_normal(F.g_shape(shape, dim)))
+    backend(path)
+    got = _second_order_ms(v, g, gw, a, b, dim, eps, mode)
+    ref = _second_order_fd(v, g, gw, a, b, dim, eps)
+    for x, y in zip(got, ref):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape,dim", [((6, 5), 0), ((4, 3, 2, 5), 1), ((3, 2, 1, 7), 3),
+                                       ((4, 3, 2, 5), None)])
+def test_second_order_fused_matches_composed(mode, backend, rng, shape, dim):
+    v, g, gw = _data(rng, shape, dim)
+    a = rng.standard_normal(shape).astype(np.float32)
+    b = np.asarray(rng.standard_normal(F.g_shape(shape, dim))).astype(np.float32)
+    out = {}
+    for name in ("fused", "composed"):
+        backend(name)
+        out[name] = _second_order_ms(v, g, gw, a, b, dim, 0.1, mode)
+    for x, y in zip(out["fused"], out["composed"]):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype,rtol", [(ms.float16, 2e-3), (ms.bfloat16, 1.6e-2)])
+@pytest.mark.parametrize("shape,dim", [((6, 5), 0), ((4, 3, 2, 5), 1), ((37, 7), 1), ((4, 3, 2, 5), None),
+                                       ((512, 600), 0)])
+def test_half_precision(mode, backend, rng, dtype, rtol, shape, dim):
+    v, g, gw = _data(rng, shape, dim)
+    # Magnitudes whose sum of squares overflows float16 (max 65504): only a float32 norm survives.
+    v = v * 300.0
+    vh, gh = ms.Tensor(v).astype(dtype), ms.Tensor(g).astype(dtype)
+
+    def loss(v, g, gw):
+        return (F.weight_norm(v, g, dim).astype(ms.float32) * gw).sum()
+    grad = ms.grad(loss, grad_position=(0, 1))
+    if mode == "graph":
+        grad = ms.jit(grad)
+    # The composed path's backward needs a bfloat16 ReduceSum, which MindSpore's CPU backend
+    # lacks: only its forward is compared for bfloat16.
+    names = ("fused", "composed") if dtype == ms.float16 else ("fused",)
+    half = {}
+    for name in ("fused", "composed"):
+        backend(name)
+        w = F.weight_norm(vh, gh, dim)
+        assert w.dtype == dtype
+        half[name] = [w.astype(ms.float32).asnumpy()]
+        if name in names:
+            dv, dg = grad(vh, gh, ms.Tensor(gw))
+            assert dv.dtype == dtype and dg.dtype == dtype
+            half[name] += [dv.astype(ms.float32).asnumpy(), dg.astype(ms.float32).asnumpy()]
+    # The reference: float64 computation from the same rounded inputs (the gradient reaching w
+    # is gw rounded to the half type as well).
+    v64, g64, gw64 = (ms.Tensor(x).astype(dtype).astype(ms.float32).asnumpy().astype(np.float64)
+                      for x in (v, g, gw))
+    ref = _np_first_order(v64, g64, gw64, F.canonical_dim(dim, v.ndim), 0.0)
+    for name in names:
+        assert len(half[name]) == 3
+        for got, exact in zip(half[name], ref):
+            assert np.isfinite(got).all()
+            np.testing.assert_allclose(got, exact, rtol=rtol, atol=rtol * np.abs(exact).max())
+    # Forward: both paths round g/||v|| to the half type and multiply once: the same numbers
+    # up to the last bit of the float32 norm.
+    np.testing.assert_allclose(half["fused"][0], half["composed"][0], rtol=rtol, atol=rtol * 1e-3)
+
+
+def test_float32_g_with_float16_v(mode, backend, rng):
+    v, g, gw = _data(rng, (6, 5), 0)
+    out = {}
+    for name in ("fused", "composed"):
+        backend(name)
+
+        def loss(v, g):
+            return (F.weight_norm(v, g, 0).astype(ms.float32) * ms.Tensor(gw)).sum()
+        grad = ms.grad(loss, grad_position=(0, 1))
+        if mode == "graph":
+            grad = ms.jit(grad)
+        vh, g32 = ms.Tensor(v).astype(ms.float16), ms.Tensor(g)
+        dv, dg = grad(vh, g32)
+        assert dv.dtype == ms.float16 and dg.dtype == ms.float32
+        out[name] = [F.weight_norm(vh, g32, 0).astype(ms.float32).asnumpy(),
+                     dv.astype(ms.float32).asnumpy(), dg.asnumpy()]
+    for x, y in zip(out["fused"], out["composed"]):
+        np.testing.assert_allclose(x, y, rtol=3e-3, atol=3e-3)
+
+
+def test_zero_slice_with_eps_is_finite(mode, backend, rng):
+    v, g, gw = _data(rng, (4, 6), 0)
+    v[2] = 0.0
+    out = {}
+    for name in ("fused", "composed"):
+        backend(name)
+        out[name] = _ms_grads(v, g, gw, 0, 1e-6, mode)
+    for x, y in zip(out["fused"], out["composed"]):
+        assert np.isfinite(x).all()
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_transposed_input_in_pynative(backend, rng):
+    # A non-contiguous view must reach the kernel as the values it shows.
+    base = rng.standard_normal((5, 8)).astype(np.float32)
+    g = (rng.random((8, 1)) + 0.5).astype(np.float32)
+    out = {}
+    for name in ("fused", "composed"):
+        backend(name)
+        out[name] = F.weight_norm(ms.Tensor(base).transpose(), ms.Tensor(g), 0).asnumpy()
+    np.testing.assert_allclose(out["fused"], out["composed"], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(out["fused"], _np_first_order(base.T, g, base.T, 0, 0.0)[0], rtol=1e-5)
+
+
+def test_broadcast_g_keeps_composed_semantics(backend, rng):
+    v = ms.Tensor(rng.standard_normal((4, 3)).astype(np.float32))
+    g = ms.Tensor(np.float32(2.0))
+    backend("fused")
+    fused = F.weight_norm(v, g, 0).asnumpy()
+    backend("composed")
+    np.testing.assert_allclose(fused, F.weight_norm(v, g, 0).asnumpy(), rtol=1e-6)
+
+
+class _Net(nn.Cell):
+    """Weight-normed MLP whose layers compute in ``dtype`` (float32 input and loss)."""
+
+    def __init__(self, dtype):
+        super().__init__()
+        self.dtype = dtype
+        self.body = nn.SequentialCell([nn.Dense(8, 16, dtype=dtype), nn.ReLU(), nn.Dense(16, 16, dtype=dtype),
+                                       nn.ReLU(), nn.Dense(16, 4, dtype=dtype)])
+        wn.apply_weight_norm(self.body)
+
+    def construct(self, x):
+        return self.body(x.astype(self.dtype)).astype(ms.float32)
+
+
+@pytest.mark.parametrize("dtype,rtol", [(ms.float32, 1e-5), (ms.float16, 1e-2)])
+def test_layer_training_matches(mode, backend, rng, dtype, rtol):
+    x = ms.Tensor(rng.standard_normal((10, 8)).astype(np.float32))
+    y = ms.Tensor(rng.standard_normal((10, 4)).astype(np.float32))
+    losses, final = {}, {}
+    for name in ("fused", "composed"):
+        backend(name)
+        ms.set_seed(0)
+        net = _Net(dtype)
+        step = nn.TrainOneStepCell(nn.WithLossCell(net, nn.MSELoss()), nn.SGD(net.trainable_params(), 0.05))
+        losses[name] = [float(step(x, y).asnumpy()) for _ in range(4)]
+        final[name] = {p.name: p.asnumpy().astype(np.float32) for p in net.trainable_params()}
+    assert np.isfinite(losses["fused"]).all()
+    assert losses["fused"][-1] < losses["fused"][0]  # it trains
+    np.testing.assert_allclose(losses["fused"], losses["composed"], rtol=rtol)
+    for key, value in final["fused"].items():
+        assert np.isfinite(value).all()
+        np.testing.assert_allclose(value, final["composed"][key], rtol=rtol, atol=rtol)
+
+
+def test_backend_switch_and_environment(monkeypatch, backend):
+    backend("composed")
+    assert F.get_backend() == "composed"
+    with pytest.raises(ValueError, match="backend must be one of"):
+        F.set_backend("fastest")
+    F._backend_state["name"] = None  # back to the environment variable
+    monkeypatch.setenv("MS_WEIGHTNORM_BACKEND", "Fused")
+    assert F.get_backend() == "fused"
+    monkeypatch.setenv("MS_WEIGHTNORM_BACKEND", "nope")
+    with pytest.raises(ValueError, match="MS_WEIGHTNORM_BACKEND"):
+        F.get_backend()
+    monkeypatch.delenv("MS_WEIGHTNORM_BACKEND")
+    assert F.get_backend() == "auto"
+
+
+def test_unavailable_kernels_fall_back_or_raise(monkeypatch, backend, rng):
+    monkeypatch.setattr(F, "_fused_unavailable_reason", lambda: "no compiler (simulated)")
+    monkeypatch.setitem(F._backend_state, "warned", False)
+    v = ms.Tensor(rng.standard_normal((4, 3)).astype(np.float32))
+    g = ms.Tensor(np.ones((4, 1), np.float32))
+    backend("fused")
+    with pytest.raises(RuntimeError, match="no compiler"):
+        F.weight_norm(v, g, 0)
+    backend("auto")
+    with pytest.warns(RuntimeWarning, match="no compiler"):
+        w = F.weight_norm(v, g, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # only one warning per process
+        np.testing.assert_allclose(F.weight_norm(v, g, 0).asnumpy(), w.asnumpy())
+
+
+def test_build_reports_missing_compiler(monkeypatch):
+    monkeypatch.setattr(_fused, "_compiler", lambda: None)
+    path, reason = _fused._locate_or_build()
+    assert path is None and "compiler" in reason
+
+
+def test_build_is_cached_by_source_hash(monkeypatch, tmp_path):
+    monkeypatch.setenv("MS_WEIGHTNORM_CACHE_DIR", str(tmp_path))
+    path, reason = _fused._locate_or_build()
+    assert reason is None and path.parent == tmp_path
+    assert path.name.startswith("weight_norm_kernel-") and path.suffix == ".so"
+    stamp = path.stat().st_mtime_ns
+    again, _ = _fused._locate_or_build()
+    assert again == path and path.stat().st_mtime_ns == stamp  # reused, not rebuilt
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary files left
+
+
+def test_other_devices_use_the_composed_path_silently(monkeypatch, backend, rng):
+    monkeypatch.setattr(F, "_device_target", lambda: "GPU")
+    monkeypatch.setitem(F._backend_state, "warned", False)
+    args = ((4, 3), ms.float32, (4, 1), ms.float32, 0)
+    backend("auto")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # falling back on GPU/Ascend is expected: no warning
+        assert F._fused_applies(*args) is False
+    backend("fused")
+    with pytest.raises(RuntimeError, match="CPU backend only"):
+        F._fused_applies(*args)
