@@ -75,7 +75,7 @@ def test_fused_kernels_build_on_this_machine():
 @pytest.mark.parametrize("shape,dim", CASES + BIG_CASES)
 def test_each_backend_takes_its_path(backend, shape, dim):
     axis = F.canonical_dim(dim, len(shape))
-    args = (shape, ms.float32, F.g_shape(shape, dim), ms.float32, axis)
+    args = (shape, ms.float32, F.g_shape(shape, dim), ms.float32, axis, 0.0)
     for name, fused in (("fused", True), ("auto", True), ("composed", False)):
         backend(name)
         assert F._fused_applies(*args) is fused
@@ -365,7 +365,7 @@ def test_build_is_cached_by_source_hash(monkeypatch, tmp_path):
 def test_other_devices_use_the_composed_path_silently(monkeypatch, backend, rng):
     monkeypatch.setattr(F, "_device_target", lambda: "GPU")
     monkeypatch.setitem(F._backend_state, "warned", False)
-    args = ((4, 3), ms.float32, (4, 1), ms.float32, 0)
+    args = ((4, 3), ms.float32, (4, 1), ms.float32, 0, 0.0)
     backend("auto")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # falling back on GPU/Ascend is expected: no warning

@@ -379,3 +379,32 @@ def test_functional_matches_layer_weight():
     layer = wn.weight_norm(nn.Conv2d(2, 3, 3), dim=1)
     direct = F.weight_norm(layer.weight_v, layer.weight_g, 1)
     np.testing.assert_array_equal(layer.weight.asnumpy(), direct.asnumpy())
+
+
+@pytest.mark.parametrize("level", ["O2", "O3"])
+def test_mixed_precision_training(level, mode):
+    """amp casts the Parameters of float16 cells; the computed weight is cast the same way."""
+    from mindspore import amp
+    ms.set_seed(6)
+    rng = np.random.default_rng(6)
+    x = ms.Tensor(rng.standard_normal((16, 8)).astype(np.float32))
+    y = ms.Tensor(rng.standard_normal((16, 2)).astype(np.float32))
+    net = nn.SequentialCell([nn.Dense(8, 16), nn.Tanh(), nn.Dense(16, 2)])
+    wn.apply_weight_norm(net)
+    before = {p.name: p.asnumpy().copy() for p in net.trainable_params()}
+    step = amp.build_train_network(net, nn.Momentum(net.trainable_params(), 0.05, 0.9), nn.MSELoss(),
+                                   level=level, loss_scale_manager=None)
+    losses = [float(step(x, y).asnumpy()) for _ in range(15)]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    for p in net.trainable_params():
+        assert np.isfinite(p.asnumpy()).all()
+        assert not np.allclose(p.asnumpy(), before[p.name]), p.name
+    assert net[0].weight.dtype == ms.float16  # the cell runs in float16 ...
+    assert net[0].weight_v.dtype == ms.float32  # ... and its Parameters stay float32
+
+
+def test_to_float_before_weight_norm_is_respected(mode):
+    layer = nn.Dense(4, 3).to_float(ms.float16)
+    wn.weight_norm(layer)
+    assert layer.weight.dtype == ms.float16
+    assert layer(make_input((2, 4))).dtype == ms.float16

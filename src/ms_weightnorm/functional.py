@@ -202,7 +202,7 @@ def weight_norm(v: Tensor, g: Tensor, dim: Dim = 0, eps: float = 0.0) -> Tensor:
     [[6.0, 8.0], [0.0, 1.0]]
     """
     axis = canonical_dim(dim, v.ndim)
-    if _fused_applies(v.shape, v.dtype, g.shape, g.dtype, axis):
+    if _fused_applies(v.shape, v.dtype, g.shape, g.dtype, axis, eps):
         return _fused_weight_norm(v, g, axis, eps)
     return _composed_weight_norm(v, g, axis, eps)
 
@@ -309,7 +309,7 @@ def _fused_unavailable_reason() -> Optional[str]:
 # A constexpr runs as Python while a graph is compiled (GRAPH_MODE would otherwise parse the
 # function into the graph, which it cannot do with imports, subprocesses and warnings).
 @ops.constexpr(reuse_result=False)
-def _fused_applies(shape, v_dtype, g_shape_, g_dtype, axis) -> bool:
+def _fused_applies(shape, v_dtype, g_shape_, g_dtype, axis, eps) -> bool:
     """Whether the fused kernels compute this weight; creates its primitives when they do."""
     backend = get_backend()
     if backend == "composed":
@@ -322,7 +322,7 @@ def _fused_applies(shape, v_dtype, g_shape_, g_dtype, axis) -> bool:
         return False  # a broadcast g keeps the composed path's broadcasting semantics
     reason = _fused_unavailable_reason()
     if reason is None:
-        _fused_kernels(axis)
+        _fused_kernels(axis, eps)
         return True
     if backend == "fused":
         raise RuntimeError(f"ms_weightnorm backend 'fused' was requested, but {reason}")
@@ -338,7 +338,7 @@ def _fused_applies(shape, v_dtype, g_shape_, g_dtype, axis) -> bool:
 # ---------------------------------------------------------------------------------------
 
 def _fused_weight_norm(v: Tensor, g: Tensor, axis: Optional[int], eps: float) -> Tensor:
-    forward = _FUSED_OPS[_axis_key(axis)][0]
+    forward = _FUSED_OPS[(_axis_key(axis), eps)][0]
     return forward(v, g, _meta(eps, axis))
 
 
@@ -347,35 +347,40 @@ def _axis_key(axis: Optional[int]) -> int:
 
 
 def _meta(eps: float, axis: Optional[int]) -> Tensor:
-    # float64 holds any eps and axis exactly; the kernel converts eps to its accumulation type.
-    return Tensor(np.array([eps, _axis_key(axis)], np.float64))
+    # int64 [bits of eps as a float64, axis]: exact, and an integer tensor is left alone by
+    # mixed precision (amp casts every floating input of a float16 cell's ops to float16,
+    # which would turn eps=1e-12 into 0).
+    eps_bits = int(np.array([eps], np.float64).view(np.int64)[0])
+    return Tensor(np.array([eps_bits, _axis_key(axis)], np.int64))
 
 
-# Custom primitives per kept axis (their bprops need the axis as a Python value), created by
-# _fused_applies while tracing, before the traced code reads them.
+# Custom primitives per (kept axis, eps): their bprops need both as Python values. Created
+# by _fused_applies while tracing, before the traced code reads them.
 _FUSED_OPS: dict = {}
 
 
-def _fused_kernels(axis: Optional[int]):
-    key = _axis_key(axis)
+def _fused_kernels(axis: Optional[int], eps: float):
+    key = (_axis_key(axis), eps)
     if key not in _FUSED_OPS:
         from . import _fused
-        _FUSED_OPS[key] = _fused.make_kernels(*_make_bprops(axis))
+        _FUSED_OPS[key] = _fused.make_kernels(*_make_bprops(axis, eps))
     return _FUSED_OPS[key]
 
 
-def _make_bprops(axis: Optional[int]):
+def _make_bprops(axis: Optional[int], eps: float):
+    key = (_axis_key(axis), eps)
+
     def bprop_forward(v, g, meta, out, dout):
-        dv, dg = _FUSED_OPS[_axis_key(axis)][1](v, g, dout, meta)
+        dv, dg = _FUSED_OPS[key][1](v, g, dout, meta)
         return dv, dg, ops.zeros_like(meta)
 
     def bprop_backward(v, g, dw, meta, out, dout):
-        return _backward_vjp(v, g, dw, meta, dout, axis)
+        return _backward_vjp(v, g, dw, meta, dout, axis, eps)
 
     return bprop_forward, bprop_backward
 
 
-def _backward_vjp(v, g, dw, meta, dout, axis):
+def _backward_vjp(v, g, dw, meta, dout, axis, eps):
     """Gradient of the backward kernel (for second-order gradients), in MindSpore ops.
 
     Per slice, with n = sqrt(sum v^2 + eps), s = g/n, d = sum dw*v, c = d/n^2, the kernel
@@ -392,7 +397,6 @@ def _backward_vjp(v, g, dw, meta, dout, axis):
     af = a.astype(ct)
     gf = g.astype(ct)
     bf = b.astype(ct)
-    eps = meta[0].astype(ct)
     n2 = _reduce_sum_keep(vf * vf, axis) + eps
     n = ops.sqrt(n2)
     s = gf / n

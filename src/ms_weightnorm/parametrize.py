@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Tuple
 
+import mindspore as ms
 import numpy as np
 from mindspore import Parameter, ParameterTuple, Tensor, nn
 
@@ -74,6 +75,14 @@ class _Entry:
 _CLASS_CACHE: Dict[Tuple[type, Tuple[_Entry, ...]], type] = {}
 
 
+def _amp_cast(w: Tensor, dtype) -> Tensor:
+    # MindSpore casts the Parameters a float16/bfloat16 cell reads (``to_float``, amp O2/O3)
+    # to that type; a computed weight is no Parameter, so the cast is done here.
+    if dtype is None:
+        return w
+    return w.astype(dtype)
+
+
 def _make_getter(fn: Callable[..., Tensor], names: Tuple[str, ...]) -> Callable[[Any], Tensor]:
     # Explicit arities: MindSpore's graph parser handles these plain forms everywhere.
     # (Default arguments in a property getter fail to compile in GRAPH_MODE; closures work.)
@@ -81,19 +90,19 @@ def _make_getter(fn: Callable[..., Tensor], names: Tuple[str, ...]) -> Callable[
         (a,) = names
 
         def get1(self):
-            return fn(getattr(self, a))
+            return _amp_cast(fn(getattr(self, a)), self._reparam_amp_dtype)
         return get1
     if len(names) == 2:
         a, b = names
 
         def get2(self):
-            return fn(getattr(self, a), getattr(self, b))
+            return _amp_cast(fn(getattr(self, a), getattr(self, b)), self._reparam_amp_dtype)
         return get2
     if len(names) == 3:
         a, b, c = names
 
         def get3(self):
-            return fn(getattr(self, a), getattr(self, b), getattr(self, c))
+            return _amp_cast(fn(getattr(self, a), getattr(self, b), getattr(self, c)), self._reparam_amp_dtype)
         return get3
     raise NotImplementedError("parametrizations with more than 3 parameters are not supported")
 
@@ -144,6 +153,8 @@ def _parametrized_class(base: type, entries: Tuple[_Entry, ...]) -> type:
         "_reparam_entries": entries,
         "__reduce_ex__": _reduce_ex,
         "__setattr__": _guarded_setattr,
+        "_add_mixed_precision_flag": _add_mixed_precision_flag,
+        "_reparam_amp_dtype": None,
         "__module__": base.__module__,
     }
     getters = {e.name: _make_getter(e.parametrization.compose_fn(), e.param_names()) for e in entries}
@@ -169,6 +180,20 @@ def _guarded_setattr(self, attr, value):
         # Cell.__setattr__ would store a Parameter in _params, where the property hides it.
         getattr(type(self), attr).fset(self, value)
     type(self)._reparam_base.__setattr__(self, attr, value)
+
+
+_AMP_DTYPES = {"FP16": ms.float16, "BF16": ms.bfloat16, "FP32": ms.float32}
+
+
+def _amp_dtype_of(cell: nn.Cell):
+    """The float type ``to_float``/amp set on ``cell`` (None when it has none)."""
+    kind = getattr(cell, "mixed_precision_type", None)
+    return _AMP_DTYPES.get(getattr(kind, "name", None))
+
+
+def _add_mixed_precision_flag(self, **flags):
+    type(self)._reparam_base._add_mixed_precision_flag(self, **flags)
+    object.__setattr__(self, "_reparam_amp_dtype", _amp_dtype_of(self))
 
 
 def _rebuild(base: type, entries: Tuple[_Entry, ...]):
@@ -288,6 +313,7 @@ def register_parametrization(cell: nn.Cell, name: str, parametrization: Parametr
     for attr, _ in entry.aliases:
         vars(cell).pop(attr, None)
     object.__setattr__(cell, "__class__", new_cls)
+    object.__setattr__(cell, "_reparam_amp_dtype", _amp_dtype_of(cell))
     invalidate_compiled_graphs()
     return cell
 

@@ -152,7 +152,7 @@ def make_kernels(bprop_forward: Callable, bprop_backward: Callable):
     """A new pair of ``ops.Custom`` primitives ``(forward, backward)`` with the given bprops.
 
     ``forward(v, g, meta) -> w`` and ``backward(v, g, dw, meta) -> (dv, dg)``, where ``meta``
-    is a float64 tensor ``[eps, axis]`` (``axis`` -1 for the whole tensor) and ``g`` holds one
+    is an int64 tensor ``[bits of eps as float64, axis]`` (``axis`` -1 for the whole tensor) and ``g`` holds one
     value per index of ``axis``. The bprops are written in MindSpore ops by the caller.
     """
     path = library_path()

@@ -1,8 +1,9 @@
 // Fused CPU kernels of weight normalization, w = g * v / ||v||, for MindSpore's
 // ops.Custom(func_type="aot").
 //
-// The weight arrives in its own shape with a 2-element float64 "meta" tensor [eps, axis]
-// (axis -1: norm of the whole tensor). The kernels see it as a 3-D view (outer, K, inner)
+// The weight arrives in its own shape with a 2-element int64 "meta" tensor [eps, axis]:
+// eps as the bits of a float64, axis -1 for the norm of the whole tensor. (An integer
+// tensor, because mixed precision casts floating inputs of float16 cells to float16.) The kernels see it as a 3-D view (outer, K, inner)
 // with the norm index k: dim 0 is (1, K, inner), the last dim is (outer, K, 1), a middle
 // dim is (outer, K, inner), the whole tensor is (1, 1, N). g (and its gradient) holds K
 // values in any shape. Taking the shape as is (rather than a reshaped view) keeps reshape
@@ -306,9 +307,15 @@ struct View {
 };
 
 // The (outer, K, inner) view of a shape for a kept axis (-1: none); K = 0 when invalid.
-View make_view(int nd, const int64_t *shape, double axis_value) {
+// eps travels as the bit pattern of a float64 inside the int64 meta tensor.
+double meta_eps(const void *meta) {
+  double eps;
+  std::memcpy(&eps, meta, sizeof eps);
+  return eps;
+}
+
+View make_view(int nd, const int64_t *shape, int64_t axis) {
   const int64_t n = numel(nd, shape);
-  const int64_t axis = static_cast<int64_t>(axis_value);
   if (axis < 0) return {1, 1, n};
   if (axis >= nd) return {0, 0, 0};
   View view{1, shape[axis], 1};
@@ -344,7 +351,7 @@ int forward(void **params, View view, Dt g_dt) {
   using A = typename Acc<T>::type;
   const T *v = static_cast<const T *>(params[0]);
   const void *g = params[1];
-  const A eps = static_cast<A>(static_cast<const double *>(params[2])[0]);
+  const A eps = static_cast<A>(meta_eps(params[2]));
   T *w = static_cast<T *>(params[3]);
   const int64_t outer = view.outer, K = view.K, inner = view.inner;
   if (rows_fit_in_cache<T>(view)) {
@@ -377,7 +384,7 @@ int backward(void **params, View view, Dt g_dt) {
   const T *v = static_cast<const T *>(params[0]);
   const void *g = params[1];
   const T *dw = static_cast<const T *>(params[2]);
-  const A eps = static_cast<A>(static_cast<const double *>(params[3])[0]);
+  const A eps = static_cast<A>(meta_eps(params[3]));
   T *dv = static_cast<T *>(params[4]);
   void *dg = params[5];
   const int64_t outer = view.outer, K = view.K, inner = view.inner;
@@ -416,8 +423,8 @@ extern "C" {
 int WeightNormForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                       void *, void *) {
   if (nparam != 4 || numel(ndims[2], shapes[2]) != 2) return 1;
-  if (parse_dtype(dtypes[2]) != Dt::f64) return 3;
-  const View view = make_view(ndims[0], shapes[0], static_cast<const double *>(params[2])[1]);
+  if (std::strcmp(dtypes[2], "int64") != 0) return 3;
+  const View view = make_view(ndims[0], shapes[0], static_cast<const int64_t *>(params[2])[1]);
   if (view.K == 0 || numel(ndims[1], shapes[1]) != view.K) return 2;
   const Dt g_dt = parse_dtype(dtypes[1]);
   if (g_dt == Dt::unknown || parse_dtype(dtypes[3]) != parse_dtype(dtypes[0])) return 3;
@@ -433,8 +440,8 @@ int WeightNormForward(int nparam, void **params, int *ndims, int64_t **shapes, c
 int WeightNormBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                        void *, void *) {
   if (nparam != 6 || numel(ndims[3], shapes[3]) != 2) return 1;
-  if (parse_dtype(dtypes[3]) != Dt::f64) return 3;
-  const View view = make_view(ndims[0], shapes[0], static_cast<const double *>(params[3])[1]);
+  if (std::strcmp(dtypes[3], "int64") != 0) return 3;
+  const View view = make_view(ndims[0], shapes[0], static_cast<const int64_t *>(params[3])[1]);
   if (view.K == 0 || numel(ndims[1], shapes[1]) != view.K) return 2;
   if (numel(ndims[2], shapes[2]) != numel(ndims[0], shapes[0])) return 2;
   const Dt g_dt = parse_dtype(dtypes[1]);
