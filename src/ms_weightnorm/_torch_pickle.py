@@ -304,7 +304,7 @@ class _RestrictedUnpickler(pickle._Unpickler):
         return storage
 
     def _load_build(self):
-        state = self.stack.pop()
+        self.stack.pop()  # the state: ignored, an OrderedDict's BUILD carries only metadata
         inst = self.stack[-1]
         if not isinstance(inst, collections.OrderedDict):
             raise UnsafeCheckpointError(

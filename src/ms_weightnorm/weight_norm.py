@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import ClassVar, Iterable, List, Optional, Sequence, Tuple, Type, Union
+from typing import ClassVar, List, Optional, Tuple, Type, Union
 
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn
@@ -11,7 +11,7 @@ from mindspore import Parameter, Tensor, nn
 from . import functional as F
 from .parametrize import (
     Parametrization,
-    is_parametrized,
+    original_class,
     parametrizations,
     register_parametrization,
     remove_parametrization,
@@ -176,7 +176,6 @@ def _is_candidate(cell: nn.Cell, name: str, types: Optional[Tuple[type, ...]]) -
     if param is None:
         return False
     if types is not None:
-        from .parametrize import original_class
         return issubclass(original_class(cell), types)
     return param.dtype in _FLOAT_TYPES and param.ndim >= 2
 
