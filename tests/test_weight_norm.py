@@ -131,20 +131,31 @@ def test_parameter_names_carry_the_full_path(before_attach):
     nn.Momentum(net.trainable_params(), 0.1, 0.9)  # rejects duplicate names
 
 
-def test_training_moves_g_and_v_and_lowers_the_loss(mode):
-    ms.set_seed(1)
-    rng = np.random.default_rng(1)
-    x = ms.Tensor(rng.standard_normal((32, 6)).astype(np.float32))
-    y = ms.Tensor(rng.standard_normal((32, 1)).astype(np.float32))
-    net = nn.SequentialCell([nn.Dense(6, 16), nn.Tanh(), nn.Dense(16, 1)])
+def weight_normed_regression(seed, n_in, n_out):
+    """Data, a weight-normed 2-layer MLP, and a snapshot of its Parameters."""
+    ms.set_seed(seed)
+    rng = np.random.default_rng(seed)
+    x = ms.Tensor(rng.standard_normal((32, n_in)).astype(np.float32))
+    y = ms.Tensor(rng.standard_normal((32, n_out)).astype(np.float32))
+    net = nn.SequentialCell([nn.Dense(n_in, 16), nn.Tanh(), nn.Dense(16, n_out)])
     wn.apply_weight_norm(net)
     before = {p.name: p.asnumpy().copy() for p in net.trainable_params()}
+    return x, y, net, before
+
+
+def assert_every_parameter_moved(net, before):
+    for p in net.trainable_params():
+        assert np.isfinite(p.asnumpy()).all(), p.name
+        assert not np.allclose(p.asnumpy(), before[p.name]), p.name
+
+
+def test_training_moves_g_and_v_and_lowers_the_loss(mode):
+    x, y, net, before = weight_normed_regression(1, 6, 1)
     step = nn.TrainOneStepCell(nn.WithLossCell(net, nn.MSELoss()), nn.Adam(net.trainable_params(), 1e-2))
     step.set_train()
     losses = [float(step(x, y).asnumpy()) for _ in range(30)]
     assert losses[-1] < 0.7 * losses[0]
-    for p in net.trainable_params():
-        assert not np.allclose(p.asnumpy(), before[p.name]), p.name
+    assert_every_parameter_moved(net, before)
 
 
 def test_same_numbers_in_every_execution_mode():
@@ -385,20 +396,12 @@ def test_functional_matches_layer_weight():
 def test_mixed_precision_training(level, mode):
     """amp casts the Parameters of float16 cells; the computed weight is cast the same way."""
     from mindspore import amp
-    ms.set_seed(6)
-    rng = np.random.default_rng(6)
-    x = ms.Tensor(rng.standard_normal((16, 8)).astype(np.float32))
-    y = ms.Tensor(rng.standard_normal((16, 2)).astype(np.float32))
-    net = nn.SequentialCell([nn.Dense(8, 16), nn.Tanh(), nn.Dense(16, 2)])
-    wn.apply_weight_norm(net)
-    before = {p.name: p.asnumpy().copy() for p in net.trainable_params()}
+    x, y, net, before = weight_normed_regression(6, 8, 2)
     step = amp.build_train_network(net, nn.Momentum(net.trainable_params(), 0.05, 0.9), nn.MSELoss(),
                                    level=level, loss_scale_manager=None)
     losses = [float(step(x, y).asnumpy()) for _ in range(15)]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
-    for p in net.trainable_params():
-        assert np.isfinite(p.asnumpy()).all()
-        assert not np.allclose(p.asnumpy(), before[p.name]), p.name
+    assert_every_parameter_moved(net, before)
     assert net[0].weight.dtype == ms.float16  # the cell runs in float16 ...
     assert net[0].weight_v.dtype == ms.float32  # ... and its Parameters stay float32
 
