@@ -33,6 +33,7 @@ from .weight_norm import (
     remove_all_weight_norm,
     remove_weight_norm,
     weight_norm,
+    weight_norms,
 )
 
 __version__ = "0.1.0"
@@ -45,6 +46,7 @@ __all__ = [
     "apply_weight_norm",
     "remove_all_weight_norm",
     "is_weight_normed",
+    "weight_norms",
     "WeightNorm",
     "WeightNormParametrization",
     "Parametrization",

@@ -26,8 +26,8 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
 from .distributed import all_reduce_sum
-from .parametrize import invalidate_compiled_graphs, original_class, parametrizations
-from .weight_norm import WeightNormParametrization
+from .parametrize import invalidate_compiled_graphs, original_class
+from .weight_norm import is_weight_normed, weight_norms
 
 __all__ = ["data_dependent_init"]
 
@@ -49,7 +49,7 @@ class _Layer:
         self.cell = cell
         base = original_class(cell)
         label = f"cell '{self.path}' ({base.__name__})"
-        wn = {k: p for k, p in parametrizations(cell).items() if isinstance(p, WeightNormParametrization)}
+        wn = weight_norms(cell)
         if not issubclass(base, _FORWARD + _TRANSPOSED):
             raise TypeError(
                 f"data_dependent_init: {label} has weight norm on {sorted(wn)}, but data-dependent init "
@@ -210,7 +210,7 @@ def data_dependent_init(net: nn.Cell, inputs: Inputs, init_scale: float = 1.0) -
         if id(cell) in seen:
             continue
         seen.add(id(cell))
-        if any(isinstance(p, WeightNormParametrization) for p in parametrizations(cell).values()):
+        if is_weight_normed(cell):
             layers.append(_Layer(path, cell))
     if not layers:
         raise ValueError(

@@ -33,8 +33,8 @@ from mindspore import Parameter, Tensor, nn
 
 from .functional import g_shape
 from ._torch_pickle import UnsafeCheckpointError, read_safetensors, read_torch_zip, write_safetensors
-from .parametrize import invalidate_compiled_graphs, original_class, parametrizations
-from .weight_norm import WeightNormParametrization
+from .parametrize import invalidate_compiled_graphs, original_class
+from .weight_norm import WeightNormParametrization, weight_norms
 
 __all__ = [
     "LoadResult",
@@ -138,7 +138,7 @@ def _targets(net: nn.Cell) -> List[_Target]:
     out = []
     for path, cell in net.cells_and_names():
         renames = _renames(cell)
-        wn = {k: p for k, p in parametrizations(cell).items() if isinstance(p, WeightNormParametrization)}
+        wn = weight_norms(cell)
         wn_keys = {f"{k}_{s}": k for k in wn for s in WeightNormParametrization.suffixes}
         for name, p in wn.items():
             g, v = cell._params[f"{name}_g"], cell._params[f"{name}_v"]

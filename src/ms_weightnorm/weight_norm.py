@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import ClassVar, List, Optional, Tuple, Type, Union
+from typing import ClassVar, Dict, List, Optional, Tuple, Type, Union
 
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn
@@ -24,6 +24,7 @@ __all__ = [
     "apply_weight_norm",
     "remove_all_weight_norm",
     "is_weight_normed",
+    "weight_norms",
     "WeightNorm",
 ]
 
@@ -139,13 +140,23 @@ def remove_weight_norm(cell: nn.Cell, name: str = "weight") -> nn.Cell:
     >>> sorted(name for name, _ in dense.parameters_and_names())
     ['bias', 'weight']
     """
-    if not isinstance(parametrizations(cell).get(name), WeightNormParametrization):
-        applied = [k for k, p in parametrizations(cell).items() if isinstance(p, WeightNormParametrization)]
+    applied = weight_norms(cell)
+    if name not in applied:
         raise ValueError(
             f"{type(cell).__name__} cell: weight norm is not applied to '{name}' "
             f"(applied to: {', '.join(applied) or 'none'}); nothing to remove")
     remove_parametrization(cell, name)
     return cell
+
+
+def weight_norms(cell: nn.Cell) -> Dict[str, WeightNormParametrization]:
+    """The weight-normed Parameter names of ``cell`` itself (not its children) and their settings.
+
+    >>> from mindspore import nn
+    >>> weight_norms(weight_norm(nn.Dense(2, 2), dim=1))
+    {'weight': WeightNormParametrization(dim=1, eps=0.0)}
+    """
+    return {k: p for k, p in parametrizations(cell).items() if isinstance(p, WeightNormParametrization)}
 
 
 def is_weight_normed(cell: nn.Cell, name: Optional[str] = None) -> bool:
@@ -155,10 +166,8 @@ def is_weight_normed(cell: nn.Cell, name: Optional[str] = None) -> bool:
     >>> is_weight_normed(weight_norm(nn.Dense(2, 2))), is_weight_normed(nn.Dense(2, 2))
     (True, False)
     """
-    found = parametrizations(cell)
-    if name is None:
-        return any(isinstance(p, WeightNormParametrization) for p in found.values())
-    return isinstance(found.get(name), WeightNormParametrization)
+    found = weight_norms(cell)
+    return bool(found) if name is None else name in found
 
 
 def _as_type_tuple(cell_types: CellTypes) -> Optional[Tuple[type, ...]]:
@@ -220,7 +229,7 @@ def remove_all_weight_norm(net: nn.Cell) -> List[str]:
     """
     changed = []
     for path, cell in list(net.cells_and_names()):
-        names = [k for k, p in parametrizations(cell).items() if isinstance(p, WeightNormParametrization)]
+        names = list(weight_norms(cell))
         for n in names:
             remove_parametrization(cell, n)
         if names:
