@@ -4,6 +4,11 @@
 ``v``. The weight is computed from them inside the traced computation, so gradients reach
 both in PyNative and GRAPH_MODE alike.
 """
+from ._compat import check_version as _check_version
+
+# Warns once when the installed MindSpore is outside the tested window (see _compat).
+_check_version()
+
 from . import functional
 from .functional import norm_except_dim
 from .init import data_dependent_init

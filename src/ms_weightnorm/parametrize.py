@@ -23,6 +23,8 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, nn
 
+from ._compat import AMP_FLAG_HOOK, amp_type_name, drop_compiled_graphs, own_params
+
 __all__ = [
     "Parametrization",
     "register_parametrization",
@@ -152,7 +154,7 @@ def _parametrized_class(base: type, entries: Tuple[_Entry, ...]) -> type:
         "_reparam_entries": entries,
         "__reduce_ex__": _reduce_ex,
         "__setattr__": _guarded_setattr,
-        "_add_mixed_precision_flag": _add_mixed_precision_flag,
+        AMP_FLAG_HOOK: _add_mixed_precision_flag,
         "_reparam_amp_dtype": None,
         "__module__": base.__module__,
     }
@@ -186,12 +188,11 @@ _AMP_DTYPES = {"FP16": ms.float16, "BF16": ms.bfloat16, "FP32": ms.float32}
 
 def _amp_dtype_of(cell: nn.Cell):
     """The float type ``to_float``/amp set on ``cell`` (None when it has none)."""
-    kind = getattr(cell, "mixed_precision_type", None)
-    return _AMP_DTYPES.get(getattr(kind, "name", None))
+    return _AMP_DTYPES.get(amp_type_name(cell))
 
 
 def _add_mixed_precision_flag(self, **flags):
-    type(self)._reparam_base._add_mixed_precision_flag(self, **flags)
+    getattr(type(self)._reparam_base, AMP_FLAG_HOOK)(self, **flags)
     object.__setattr__(self, "_reparam_amp_dtype", _amp_dtype_of(self))
 
 
@@ -233,7 +234,7 @@ def _cell_label(cell: nn.Cell) -> str:
 
 def _find_aliases(cell: nn.Cell, param: Parameter) -> Tuple[Tuple[str, Tuple[str, ...]], ...]:
     """Tuple attributes (ParameterTuple) of ``cell`` that hold ``param``, with slot names."""
-    by_id = {id(p): key for key, p in cell._params.items()}
+    by_id = {id(p): key for key, p in own_params(cell).items()}
     aliases = []
     for attr, value in list(vars(cell).items()):
         if not isinstance(value, (ParameterTuple, tuple)) or attr.startswith("_"):
@@ -249,7 +250,7 @@ def _find_aliases(cell: nn.Cell, param: Parameter) -> Tuple[Tuple[str, Tuple[str
             slots.append(by_id[id(x)])
         aliases.append((attr, tuple(slots)))
     # Tuples already replaced by a property for another parametrized slot of the same tuple.
-    key = next((k for k, p in cell._params.items() if p is param), None)
+    key = next((k for k, p in own_params(cell).items() if p is param), None)
     for entry in _entries(cell):
         for attr, slots in entry.aliases:
             if key in slots and all(attr != a for a, _ in aliases):
@@ -258,15 +259,16 @@ def _find_aliases(cell: nn.Cell, param: Parameter) -> Tuple[Tuple[str, Tuple[str
 
 
 def _replace_params(cell: nn.Cell, old_key: str, new: Dict[str, Parameter]) -> None:
-    """Put ``new`` Parameters where ``old_key`` stood in ``cell._params`` (keeps order)."""
+    """Put ``new`` Parameters where ``old_key`` stood in the cell's own Parameters (keeps order)."""
+    params = own_params(cell)
     items = []
-    for key, p in cell._params.items():
+    for key, p in params.items():
         if key == old_key:
             items.extend(new.items())
         elif key not in new:
             items.append((key, p))
-    cell._params.clear()
-    cell._params.update(items)
+    params.clear()
+    params.update(items)
 
 
 def register_parametrization(cell: nn.Cell, name: str, parametrization: Parametrization) -> nn.Cell:
@@ -285,7 +287,7 @@ def register_parametrization(cell: nn.Cell, name: str, parametrization: Parametr
         raise ValueError(
             f"{label}: weight norm is already applied to '{name}'; call remove_weight_norm(cell, "
             f"'{name}') first if you want to apply it again with other settings")
-    params = cell._params
+    params = own_params(cell)
     if name not in params:
         available = ", ".join(sorted(params)) or "none"
         raise ValueError(
@@ -336,14 +338,15 @@ def remove_parametrization(cell: nn.Cell, name: str) -> Parameter:
     base = original_class(cell)
     new_cls = _parametrized_class(base, rest) if rest else base
     old_keys = entry.param_names()
+    params = own_params(cell)
     items = []
-    for key, p in cell._params.items():
+    for key, p in params.items():
         if key == old_keys[0]:
             items.append((name, folded))
         elif key not in old_keys:
             items.append((key, p))
-    cell._params.clear()
-    cell._params.update(items)
+    params.clear()
+    params.update(items)
     object.__setattr__(cell, "__class__", new_cls)
     for attr, slots in entry.aliases:
         # Other entries may still compute some slots: only restore a plain tuple once no
@@ -362,18 +365,4 @@ def invalidate_compiled_graphs() -> None:
     a cached graph would silently compute with the old structure. Dropping the caches is
     what ``mindspore.ms_memory_recycle`` does to them, without its memory recycling.
     """
-    from mindspore.graph import api as _api  # internal; only its caches are touched
-
-    executor = _api._cell_graph_executor
-    if _api.ms_compile_cache:
-        executor.del_net_res(None, _api.ms_compile_cache)
-        try:
-            jit_executor = _api.JitExecutor_.get_instance()
-            jit_executor.del_net_res(None, _api.ms_compile_cache)
-        except Exception:  # pragma: no cover - depends on the jit pipeline in use
-            pass
-        _api.ms_compile_cache.clear()
-    for cache in _api.cells_compile_cache.values():
-        if cache:
-            executor.del_net_res(None, cache)
-            cache.clear()
+    drop_compiled_graphs()
