@@ -24,7 +24,11 @@ if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
   "$venv/bin/python" -m pip install -q --upgrade pip
 fi
-"$venv/bin/python" -m pip install -q -e ".[$extras]"
+# MS_WEIGHTNORM_MINDSPORE=2.7.0 installs that MindSpore release into the venv (any release in
+# the supported window; see README "Supported MindSpore releases").
+ms_pin=()
+if [ -n "${MS_WEIGHTNORM_MINDSPORE:-}" ]; then ms_pin=("mindspore==$MS_WEIGHTNORM_MINDSPORE"); fi
+"$venv/bin/python" -m pip install -q -e ".[$extras]" ${ms_pin[@]+"${ms_pin[@]}"}
 
 case "$cmd" in
   demo) exec "$venv/bin/python" -m ms_weightnorm.demo "$@" ;;

@@ -154,7 +154,7 @@ def _parametrized_class(base: type, entries: Tuple[_Entry, ...]) -> type:
         "_reparam_entries": entries,
         "__reduce_ex__": _reduce_ex,
         "__setattr__": _guarded_setattr,
-        AMP_FLAG_HOOK: _add_mixed_precision_flag,
+        AMP_FLAG_HOOK: _on_amp_flags,
         "_reparam_amp_dtype": None,
         "__module__": base.__module__,
     }
@@ -191,7 +191,7 @@ def _amp_dtype_of(cell: nn.Cell):
     return _AMP_DTYPES.get(amp_type_name(cell))
 
 
-def _add_mixed_precision_flag(self, **flags):
+def _on_amp_flags(self, **flags):
     getattr(type(self)._reparam_base, AMP_FLAG_HOOK)(self, **flags)
     object.__setattr__(self, "_reparam_amp_dtype", _amp_dtype_of(self))
 
