@@ -94,8 +94,8 @@ def check_version(text: Optional[str] = None) -> Optional[str]:
 # structure of a cell's children, so after a class swap a cached graph would run the old
 # structure. There is no public API that drops the caches alone (``ms.ms_memory_recycle`` also
 # recycles device memory). The caches live in the module that defines ``ms_memory_recycle``:
-# ``mindspore.graph.api`` from 2.10 (``mindspore.common.api`` is then a deprecated alias that
-# logs a warning on import), ``mindspore.common.api`` in 2.7-2.9 (2.7.1+ has a
+# ``mindspore.graph.api`` from 2.9.0 on (``mindspore.common.api`` is then a deprecated alias
+# that logs a warning on import), ``mindspore.common.api`` in 2.7.0-2.8.0 (2.7.1-2.8.0 have a
 # ``mindspore.graph`` package, but without ``api``).
 
 def _graph_api():
