@@ -103,5 +103,11 @@ case "$cmd" in
   demo) exec python -m ms_weightnorm.demo "$@" ;;
   test) cd "$repo" && exec python -m pytest -q "$@" ;;
   bench) exec python "$repo/benchmarks/bench_weight_norm.py" "$@" ;;
-  exec) exec "$@" ;;
+  exec)
+    if ! command -v "$1" > /dev/null; then
+      say "'$1' is neither in $venv/bin nor on PATH. The venv has python, pip, msrun and ms-weightnorm-demo;"
+      say "e.g. bash run.sh exec python examples/hifigan_port.py --help"
+      exit 127
+    fi
+    exec "$@" ;;
 esac

@@ -6,14 +6,20 @@ global batch, and the gradients are averaged across processes (``DATA_PARALLEL``
 process would take on the whole global batch with a mean loss.
 
 Two processes on one machine (CPU here; the same script runs unchanged on Ascend/GPU and
-on several machines, with msrun's ``--worker_num``/``--local_worker_num``/``--node_rank``)::
+on several machines, with msrun's ``--worker_num``/``--local_worker_num``/``--node_rank``),
+from a clone of the repository (``bash run.sh exec`` runs msrun inside the project's venv;
+in an activated venv, leave it out)::
 
-    msrun --worker_num=2 --local_worker_num=2 --master_addr=127.0.0.1 --master_port=8118 \\
+    bash run.sh exec msrun --worker_num=2 --local_worker_num=2 --master_addr=127.0.0.1 --master_port=8118 \\
           --log_dir=msrun_log --join=True \\
           examples/train_data_parallel.py --steps 20 --data-init --out dp_out
 
-Without msrun (``python examples/train_data_parallel.py ...``) it trains in one process on
-the whole global batch: the single-process reference of the distributed run.
+Rank 0 prints the global-batch loss as it trains and a summary. MindSpore's log level is set
+to errors only (``GLOG_v=3``) unless ``GLOG_v`` is set already: at its default level every
+worker logs dozens of connection retries while the processes find each other.
+
+Without msrun (``bash run.sh exec python examples/train_data_parallel.py ...``) it trains in
+one process on the whole global batch: the single-process reference of the distributed run.
 
 Outputs in ``--out``: ``rank<r>_init.npz`` (parameters after initialization, before the
 first step), ``rank<r>_final.npz`` (after the last step), ``rank<r>_losses.npy`` (the

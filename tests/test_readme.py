@@ -313,3 +313,112 @@ def test_hifigan_example_without_torch_says_how_to_install_it(tmp_path):
     assert not (tmp_path / "out").exists()
     # --help still works: it documents the options without torch.
     assert "--channels" in _run_python([str(ROOT / "examples" / "hifigan_port.py"), "--help"], env, tmp_path).stdout
+
+
+# --------------------------------------------------------------------------- run.sh's set-up
+
+STUB_PYTHON = r"""#!/usr/bin/env bash
+# Stands in for python: `-m venv DIR` makes DIR/bin/python (this stub), `-m pip ...` is logged.
+log="${STUB_LOG:?}"
+if [ "$1" = "-m" ] && [ "$2" = "venv" ]; then
+  mkdir -p "$3/bin" && cp "$0" "$3/bin/python" && echo "venv $3" >> "$log"; exit 0
+elif [ "$1" = "-m" ] && [ "$2" = "pip" ]; then
+  shift 2; echo "pip $*" >> "$log"; exit "${STUB_PIP_EXIT:-0}"
+elif [ "$1" = "--version" ]; then
+  echo "Python 3.11.0 (stub)"; exit 0
+fi
+echo "python $*" >> "$log"
+"""
+
+
+@pytest.fixture
+def stub_repo(tmp_path):
+    """run.sh and pyproject.toml in a folder of their own, and a stub python that installs nothing."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("run.sh", "pyproject.toml"):
+        shutil.copy(ROOT / name, repo / name)
+    stub = tmp_path / "stub-python"
+    stub.write_text(STUB_PYTHON)
+    stub.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("MS_WEIGHTNORM_VENV", "PYTHONPATH")}
+    env.update(PYTHON=str(stub), STUB_LOG=str(tmp_path / "log"))
+    return repo, env, tmp_path / "log"
+
+
+def _sh(repo: Path, env: Dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(repo / "run.sh"), *args], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_run_sh_announces_each_install_once_before_it_starts(stub_repo):
+    repo, env, log = stub_repo
+    r = _sh(repo, env, "demo", "--steps", "3")
+    assert r.returncode == 0, r.stderr
+    # What is installed, how big, how long: said before pip runs (stderr is unbuffered, in order).
+    assert "installing MindSpore 2.10 + numpy + the demo extras" in r.stderr and "about 3.0 GB on disk" in r.stderr
+    assert "2-3 minutes" in r.stderr
+    calls = log.read_text().splitlines()
+    assert calls == [f"venv {repo / '.venv'}", "pip install -q --upgrade pip", f"pip install -q -e {repo}[demo]",
+                     "python -m ms_weightnorm.demo --steps 3"]
+    # Nothing to install the second time: no message, no pip.
+    r = _sh(repo, env, "demo")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert log.read_text().splitlines()[4:] == ["python -m ms_weightnorm.demo"]
+    # The test extras are more: announced with the size they grow to, then covered for demo too.
+    r = _sh(repo, env, "exec", "python", "x.py")
+    assert "the demo and test extras" in r.stderr and "about 3.9 GB" in r.stderr
+    assert log.read_text().splitlines()[5:] == ["pip install -q --upgrade pip", f"pip install -q -e {repo}[test]",
+                                                "python x.py"]
+    r = _sh(repo, env, "demo")
+    assert r.stderr == "" and log.read_text().splitlines()[8:] == ["python -m ms_weightnorm.demo"]
+    # A changed pyproject.toml installs again.
+    with open(repo / "pyproject.toml", "a") as f:
+        f.write("\n# changed\n")
+    _sh(repo, env, "demo")
+    assert log.read_text().splitlines()[9:] == ["pip install -q --upgrade pip", f"pip install -q -e {repo}[demo]",
+                                                "python -m ms_weightnorm.demo"]
+
+
+def test_run_sh_exec_puts_the_venv_first_on_path(stub_repo):
+    repo, env, log = stub_repo
+    r = _sh(repo, env, "exec", "bash", "-c", 'echo "$(command -v python) $VIRTUAL_ENV $PYTHONPATH"')
+    assert r.returncode == 0, r.stderr
+    venv = repo / ".venv"
+    # msrun finds its workers' python this way.
+    assert r.stdout.split() == [str(venv / "bin" / "python"), str(venv), str(repo / "src")]
+
+
+def test_run_sh_failed_install_says_what_to_do_and_retries_next_time(stub_repo):
+    repo, env, log = stub_repo
+    r = _sh(repo, dict(env, STUB_PIP_EXIT="1"), "demo")
+    assert r.returncode == 1
+    assert "installing failed" in r.stderr and "then re-run the same command" in r.stderr
+    assert not (repo / ".venv" / ".ms_weightnorm_installed").exists()
+    r = _sh(repo, env, "demo")
+    assert r.returncode == 0 and "installing" in r.stderr
+
+
+@pytest.mark.parametrize("args, env_extra, expected", [
+    ((), {}, "usage: bash run.sh {demo|test|bench}"),
+    (("nope",), {}, "usage: bash run.sh {demo|test|bench}"),
+    (("exec",), {}, "exec needs a command to run, e.g.: bash run.sh exec python"),
+    (("demo",), {"MS_WEIGHTNORM_VENV": "/nonexistent/venv"}, "has no bin/python. Point it at an existing venv"),
+])
+def test_run_sh_usage_errors_say_what_to_do(stub_repo, args, env_extra, expected):
+    repo, env, log = stub_repo
+    r = _sh(repo, dict(env, **env_extra), *args)
+    assert r.returncode == 2 and expected in r.stderr, r.stderr
+    assert not log.exists() and not (repo / ".venv").exists()  # nothing was set up
+
+
+def test_run_sh_uses_a_given_venv_as_it_is(stub_repo, tmp_path):
+    repo, env, log = stub_repo
+    venv = tmp_path / "given"
+    (venv / "bin").mkdir(parents=True)
+    shutil.copy(tmp_path / "stub-python", venv / "bin" / "python")
+    r = _sh(repo, dict(env, MS_WEIGHTNORM_VENV=str(venv)), "test", "-k", "x")
+    assert r.returncode == 0 and r.stderr == ""
+    assert log.read_text().splitlines() == ["python -m pytest -q -k x"]  # no venv made, no pip
+    r = _sh(repo, dict(env, MS_WEIGHTNORM_VENV=str(venv)), "exec", "no-such-command")
+    assert r.returncode == 127 and "'no-such-command' is neither in" in r.stderr
