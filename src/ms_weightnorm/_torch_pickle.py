@@ -59,10 +59,13 @@ class UnsafeCheckpointError(CheckpointError, pickle.UnpicklingError):
 
 
 # --- limits -------------------------------------------------------------------------------
-# Far above what any real state dict needs (a 100k-tensor state dict's pickle is about 30 MB
-# and 3M opcodes), low enough that no file costs more than a few hundred MB to reject.
-MAX_PICKLE_BYTES = 256 << 20
-MAX_PICKLE_OPS = 8 << 20
+# Far above what real state dicts need, low enough that no file costs more than about 150 MB
+# or a few seconds to reject. Raise them for a trusted file that needs more.
+MAX_PICKLE_BYTES = 64 << 20
+# Opcodes are counted in units of about 56 bytes of memory they can allocate (an empty set
+# costs 4, a memo entry 2, most others 1). torch.save spends about 45 units per tensor, so
+# this admits state dicts of some 40k tensors.
+MAX_PICKLE_OPS = 2 << 20
 MAX_DEPTH = 100                 # nesting of containers (a state dict needs 3-4)
 MAX_INT_BYTES = 32              # LONG1/LONG4 payloads: 256-bit integers
 MAX_DIMS = 64
@@ -507,12 +510,13 @@ class _RestrictedUnpickler(pickle._Unpickler):
 
     # -- opcodes --
 
-    def _count(self) -> None:
-        self._ops += 1
+    def _count(self, cost: int) -> None:
+        self._ops += cost
         if self._ops > MAX_PICKLE_OPS:
             raise CheckpointError(
-                f"{self._source}: the pickle runs more than {MAX_PICKLE_OPS} opcodes; refusing it as a "
-                f"resource bomb (raise ms_weightnorm._torch_pickle.MAX_PICKLE_OPS for a trusted file)")
+                f"{self._source}: the pickle runs more opcodes than MAX_PICKLE_OPS ({MAX_PICKLE_OPS} units); "
+                f"refusing it as a resource bomb (raise ms_weightnorm._torch_pickle.MAX_PICKLE_OPS for a "
+                f"trusted file)")
 
     def _load_long(self):
         n = self.read(1)[0] if self._opcode == pickle.LONG1[0] else struct.unpack("<i", self.read(4))[0]
@@ -563,7 +567,8 @@ class _RestrictedUnpickler(pickle._Unpickler):
         self._target((set,), "adds items to").update(_checked_items(items))
 
     def _load_frozenset(self):
-        self.append(frozenset(_checked_items(self.pop_mark())))
+        items = frozenset(_checked_items(self.pop_mark()))  # pop_mark first: it switches self.append
+        self.append(items)
 
     def _load_append(self):
         value = self.stack.pop()
@@ -620,9 +625,15 @@ class _RestrictedUnpickler(pickle._Unpickler):
 
 
 
+_COST = {pickle.EMPTY_SET[0]: 4, pickle.FROZENSET[0]: 4, pickle.MEMOIZE[0]: 2, pickle.PUT[0]: 2,
+         pickle.BINPUT[0]: 2, pickle.LONG_BINPUT[0]: 2, pickle.EMPTY_DICT[0]: 2}
+
+
 def _counted(opcode: int, handler: Callable) -> Callable:
+    cost = _COST.get(opcode, 1)
+
     def run(self: _RestrictedUnpickler) -> None:
-        self._count()
+        self._count(cost)
         self._opcode = opcode
         handler(self)
     return run
