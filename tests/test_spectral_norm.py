@@ -390,6 +390,8 @@ def test_one_parametrization_per_parameter_and_removal_errors():
     s = wn.spectral_norm(nn.Dense(3, 4))
     with pytest.raises(ValueError, match="spectral norm is already applied.*remove_spectral_norm"):
         wn.spectral_norm(s)
+    with pytest.raises(ValueError, match="spectral norm is already applied.*remove_spectral_norm"):
+        wn.weight_norm(s)
     with pytest.raises(ValueError, match="spectral norm is not applied"):
         wn.remove_spectral_norm(m)
     with pytest.raises(ValueError, match="weight norm is not applied"):

@@ -346,8 +346,9 @@ def register_parametrization(cell: nn.Cell, name: str, parametrization: Parametr
         raise TypeError(f"expected a mindspore.nn.Cell, got {type(cell).__name__}")
     label = _cell_label(cell)
     if is_parametrized(cell, name):
+        how = getattr(parametrizations(cell)[name], "label", "weight norm")
         raise ValueError(
-            f"{label}: weight norm is already applied to '{name}'; call remove_weight_norm(cell, "
+            f"{label}: {how} is already applied to '{name}'; call remove_{how.replace(' ', '_')}(cell, "
             f"'{name}') first if you want to apply it again with other settings")
     params = cell._params
     if name not in params:
