@@ -55,6 +55,9 @@ class Parametrization:
       state, it takes the trainable Parameters, the state Parameters and last the cell's
       training flag (a Python bool), and may update the state with ``ops.assign``; with the
       flag False it must leave the state alone (removal folds the weight that way).
+
+    Error messages name the parametrization by its ``label`` attribute ("weight norm" when
+    it has none) and point to ``remove_<label>``.
     """
 
     suffixes: Tuple[str, ...] = ()
