@@ -478,16 +478,17 @@ def _ms_net(kind, norm):
     return nn.SequentialCell([m]), xm
 
 
+@pytest.mark.parametrize("kind", ["conv1d", "conv1dtranspose"])
 @pytest.mark.parametrize("api", ["new", "old"])
 @pytest.mark.parametrize("norm", ["spectral", "weight", "none"])
-def test_torch_spectral_checkpoint_loads_into_any_layer(api, norm):
-    tnet, xt = _torch_net(api)
+def test_torch_spectral_checkpoint_loads_into_any_layer(api, norm, kind):
+    tnet, xt = _torch_net(api, kind)
     state = tnet.state_dict()
     expected_keys = ({"0.parametrizations.weight.original", "0.parametrizations.weight.0._u",
                       "0.parametrizations.weight.0._v"} if api == "new" else
                      {"0.weight_orig", "0.weight_u", "0.weight_v"})
     assert expected_keys <= set(state)
-    net, xm = _ms_net("conv1d", norm)
+    net, xm = _ms_net(kind, norm)
     assert load_torch_state_dict(net, {k: v for k, v in state.items()}) == ([], [])
     np.testing.assert_allclose(net(xm).asnumpy(), tnet(xt).detach().numpy(), rtol=RTOL, atol=ATOL)
     if norm == "spectral":
