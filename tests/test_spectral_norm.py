@@ -558,3 +558,17 @@ def test_functional_matches_numpy_reference():
         want = np_sn_step(w, u, v, 1, 2, u_first)
         for g, r in zip(got, want):
             np.testing.assert_allclose(g.asnumpy(), r, rtol=1e-5, atol=1e-6)
+
+
+def test_mixed_precision_cell_trains_its_state(mode):
+    """``to_float(float16)``: float16 output, float32 state still updated (to float16 precision:
+    PyNative's amp runs the power step in float16, GRAPH_MODE in float32)."""
+    m, x = _fresh_dense()
+    want, u, v = _reference_forwards(m, x, 2)
+    m.to_float(ms.float16)
+    m.set_train(True)
+    outs = [m(x) for _ in range(2)]
+    assert outs[-1].dtype == ms.float16 and m.weight_u.dtype == ms.float32
+    np.testing.assert_allclose(outs[-1].asnumpy(), want[-1], rtol=1e-2, atol=1e-2)
+    np.testing.assert_allclose(m.weight_u.asnumpy(), u, atol=2e-3)
+    np.testing.assert_allclose(m.weight_v.asnumpy(), v, atol=2e-3)
