@@ -2,7 +2,8 @@
 
 ``w = g * v / ||v||``: a layer's weight is trained as a magnitude ``g`` and a direction
 ``v``. The weight is computed from them inside the traced computation, so gradients reach
-both in PyNative and GRAPH_MODE alike.
+both in PyNative and GRAPH_MODE alike. Spectral normalization (``w = W / sigma(W)``, for GAN
+discriminators) runs on the same mechanism.
 """
 from . import functional
 from .functional import norm_except_dim
@@ -25,6 +26,13 @@ from .torch_io import (
     read_torch_checkpoint,
     save_torch_state_dict,
     to_torch_state_dict,
+)
+from .spectral_norm import (
+    SpectralNormParametrization,
+    is_spectral_normed,
+    remove_spectral_norm,
+    spectral_norm,
+    spectral_norms,
 )
 from .weight_norm import (
     WeightNorm,
@@ -50,6 +58,11 @@ __all__ = [
     "weight_norms",
     "WeightNorm",
     "WeightNormParametrization",
+    "spectral_norm",
+    "remove_spectral_norm",
+    "is_spectral_normed",
+    "spectral_norms",
+    "SpectralNormParametrization",
     "Parametrization",
     "register_parametrization",
     "remove_parametrization",
