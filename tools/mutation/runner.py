@@ -1,28 +1,24 @@
-"""Test command for one mutant: the fast tests relevant to the mutated module (see MODULE_TESTS).
+"""Test command for one mutant: the fast tests relevant to the mutated module (MODULE_TESTS).
 
-mutmut 2 counts only exit code 1 as "killed"; pytest exits 2 on a collection error, which
-a mutant that breaks an import causes. Any failure is therefore reported as 1.
+mutmut 2 counts only exit code 1 as "killed". pytest exits 2 on a collection error (a
+mutant that breaks an import), and a mutant can crash the interpreter (a collective issued
+without partners segfaults). pytest therefore runs in a child process, and any failure,
+signal included, is reported as 1.
 Usage (from the scratch copy's root): python tools/mutation/runner.py functional.py
 """
 import os
+import subprocess
 import sys
 
-import pytest
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from mutmut_config import MODULE_TESTS  # noqa: E402
 
 
 def main(argv):
-    module = argv[0] if argv else "all"
-    if module == "all":
-        selection = sorted({t for tests in MODULE_TESTS.values() for t in tests})
-    else:
-        selection = list(MODULE_TESTS[module])
-    code = pytest.main(["-q", "-x", "-p", "no:cacheprovider", "--no-header", "-W", "ignore", *selection])
-    return 0 if code == 0 else 1
+    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "--no-header",
+           "-W", "ignore", *MODULE_TESTS[argv[0]]]
+    return 0 if subprocess.call(cmd) == 0 else 1
 
 
 if __name__ == "__main__":
