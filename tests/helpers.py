@@ -128,9 +128,11 @@ def in_mode(fn, mode: str):
 
 def bf16_round_nearest_even(x: np.ndarray) -> np.ndarray:
     """float32 -> bfloat16 (round to nearest, ties to even), returned as float32, in numpy."""
-    u = np.asarray(x, np.float32).view(np.uint32).astype(np.uint64)
-    rounded = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16
-    return rounded.astype(np.uint32).view(np.float32)
+    x = np.asarray(x, np.float32)
+    u = np.atleast_1d(x).view(np.uint32).astype(np.uint64)
+    one, sixteen = np.uint64(1), np.uint64(16)
+    rounded = ((u + np.uint64(0x7FFF) + ((u >> sixteen) & one)) >> sixteen) << sixteen
+    return rounded.astype(np.uint32).view(np.float32).reshape(x.shape)
 
 
 def ulp_distance(a: np.ndarray, b: np.ndarray, dtype) -> np.ndarray:
