@@ -538,3 +538,19 @@ def test_mixed_precision_matches_float32_training(level, mode):
     for p in net.trainable_params():
         scale = np.abs(ref_params[p.name]).max()
         np.testing.assert_allclose(p.asnumpy(), ref_params[p.name], rtol=0, atol=8 * u * scale, err_msg=p.name)
+
+
+def test_parametrization_defaults_and_eps_validation():
+    """eps defaults to 0 (PyTorch's exact formula); eps must be a real number >= 0, not a bool."""
+    assert wn.WeightNormParametrization(0) == wn.WeightNormParametrization(0, 0.0)
+    v = np.array([[0.0, 0.0], [3.0, 4.0]], np.float32)
+    layer = nn.Dense(2, 2)
+    layer.weight.set_data(ms.Tensor(v))
+    from ms_weightnorm.parametrize import register_parametrization
+    register_parametrization(layer, "weight", wn.WeightNormParametrization(0))
+    assert np.isnan(layer.weight.asnumpy()[0]).all()  # eps=0: a zero row is 0/0, as in PyTorch
+    for bad in (True, -1.0, "0.1", None, float("nan")):
+        fresh = nn.Dense(2, 2)
+        with pytest.raises(ValueError, match=r"^Dense cell, Parameter 'weight': eps must be a number >= 0, got "):
+            wn.weight_norm(fresh, eps=bad)
+        assert type(fresh) is nn.Dense and param_names(fresh) == ["weight", "bias"]
