@@ -13,12 +13,13 @@
 #   PYTHON=python3.11       the interpreter that creates .venv (default: python3.11, python3, python).
 # Commands run with this checkout's src/ first on PYTHONPATH, so they use this checkout's code
 # whichever venv they run in.
+#   bash run.sh mutate [options]      # mutation testing of the core modules (mutmut 2; ~1 h; not in CI)
 set -euo pipefail
 repo="$(cd "$(dirname "$0")" && pwd)"
 
 say() { echo "run.sh: $*" >&2; }
 usage() {
-  echo "usage: bash run.sh {demo|test|bench} [options]   or   bash run.sh exec COMMAND [args...]" >&2
+  echo "usage: bash run.sh {demo|test|bench|mutate} [options]   or   bash run.sh exec COMMAND [args...]" >&2
   echo "  e.g. bash run.sh demo --help; bash run.sh exec python examples/hifigan_port.py --help" >&2
 }
 
@@ -27,7 +28,7 @@ cmd="${1:-}"
 # Extras per command. "test" includes "demo"; exec gets everything the README's commands use.
 case "$cmd" in
   demo) extras="demo" ;;
-  test|bench|exec) extras="test" ;;
+  test|bench|exec|mutate) extras="test" ;;
   -h|--help|help) usage; exit 0 ;;
   *) usage; exit 2 ;;
 esac
@@ -110,4 +111,9 @@ case "$cmd" in
       exit 127
     fi
     exec "$@" ;;
+  mutate)
+    # mutmut 2 mutates the source text itself (in a scratch copy), so GRAPH_MODE parses each
+    # mutant as written; mutmut 3 routes every function through a runtime trampoline.
+    python -m pip install -q "mutmut==2.5.1"
+    cd "$repo" && exec python tools/mutation/mutate.py "$@" ;;
 esac

@@ -336,15 +336,8 @@ def _replace_params(cell: nn.Cell, old_key: str, new: Dict[str, Parameter]) -> N
     cell._params.update(items)
 
 
-def register_parametrization(cell: nn.Cell, name: str, parametrization: Parametrization) -> nn.Cell:
-    """Replace Parameter ``name`` of ``cell`` by ``parametrization``'s new Parameters.
-
-    Afterwards ``cell.<name>`` is computed from ``cell.<name>_<suffix>`` on every read (inside
-    graphs too), and the original Parameter is gone from the cell. Each new Parameter is named
-    after the original (``body.0.weight`` gives ``body.0.weight_g``) so names stay unique in
-    optimizers and checkpoints whether the cell is already attached to a parent or not.
-    Validation happens first: on error the cell is unchanged.
-    """
+def _validate(cell: nn.Cell, name: str, parametrization: Parametrization) -> Tuple[Parameter, _Entry]:
+    """Every check of :func:`register_parametrization`, changing nothing; the Parameter and its entry."""
     if not isinstance(cell, nn.Cell):
         raise TypeError(f"expected a mindspore.nn.Cell, got {type(cell).__name__}")
     label = _cell_label(cell)
@@ -367,7 +360,38 @@ def register_parametrization(cell: nn.Cell, name: str, parametrization: Parametr
     for new_name in entry.param_names():
         if new_name in params or new_name in vars(cell):
             raise ValueError(f"{label} already has an attribute '{new_name}'; cannot add it for '{name}'")
+    return weight, entry
 
+
+def check_registration(cell: nn.Cell, name: str, parametrization: Parametrization) -> None:
+    """Raise what :func:`register_parametrization` would raise for ``cell``, changing nothing.
+
+    Callers that change several cells check them all first, so that an error leaves none changed.
+
+    >>> from mindspore import nn
+    >>> from ms_weightnorm.weight_norm import WeightNormParametrization
+    >>> layer = nn.Dense(2, 2)
+    >>> check_registration(layer, "weight", WeightNormParametrization(0))
+    >>> check_registration(layer, "kernel", WeightNormParametrization(0))
+    Traceback (most recent call last):
+    ...
+    ValueError: Dense cell has no Parameter 'kernel' of its own (its Parameters: bias, weight); pass name= one of those, or apply it to the child cell that owns the Parameter
+    >>> sorted(layer._params)
+    ['bias', 'weight']
+    """
+    _validate(cell, name, parametrization)
+
+
+def register_parametrization(cell: nn.Cell, name: str, parametrization: Parametrization) -> nn.Cell:
+    """Replace Parameter ``name`` of ``cell`` by ``parametrization``'s new Parameters.
+
+    Afterwards ``cell.<name>`` is computed from ``cell.<name>_<suffix>`` on every read (inside
+    graphs too), and the original Parameter is gone from the cell. Each new Parameter is named
+    after the original (``body.0.weight`` gives ``body.0.weight_g``) so names stay unique in
+    optimizers and checkpoints whether the cell is already attached to a parent or not.
+    Validation happens first: on error the cell is unchanged.
+    """
+    weight, entry = _validate(cell, name, parametrization)
     values = parametrization.split(weight)
     n_trainable = len(parametrization.suffixes)
     all_suffixes = tuple(parametrization.suffixes) + tuple(parametrization.state_suffixes)
