@@ -2,7 +2,8 @@
 
 ``w = g * v / ||v||``: a layer's weight is trained as a magnitude ``g`` and a direction
 ``v``. The weight is computed from them inside the traced computation, so gradients reach
-both in PyNative and GRAPH_MODE alike.
+both in PyNative and GRAPH_MODE alike. Spectral normalization (``w = W / sigma(W)``, for GAN
+discriminators) runs on the same mechanism.
 """
 from ._compat import check_version as _check_version
 
@@ -23,12 +24,20 @@ from .parametrize import (
 )
 from . import torch_io
 from .torch_io import (
+    CheckpointError,
     LoadResult,
     UnsafeCheckpointError,
     load_torch_state_dict,
     read_torch_checkpoint,
     save_torch_state_dict,
     to_torch_state_dict,
+)
+from .spectral_norm import (
+    SpectralNormParametrization,
+    is_spectral_normed,
+    remove_spectral_norm,
+    spectral_norm,
+    spectral_norms,
 )
 from .weight_norm import (
     WeightNorm,
@@ -54,6 +63,11 @@ __all__ = [
     "weight_norms",
     "WeightNorm",
     "WeightNormParametrization",
+    "spectral_norm",
+    "remove_spectral_norm",
+    "is_spectral_normed",
+    "spectral_norms",
+    "SpectralNormParametrization",
     "Parametrization",
     "register_parametrization",
     "remove_parametrization",
@@ -68,5 +82,6 @@ __all__ = [
     "to_torch_state_dict",
     "read_torch_checkpoint",
     "LoadResult",
+    "CheckpointError",
     "UnsafeCheckpointError",
 ]

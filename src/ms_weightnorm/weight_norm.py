@@ -12,6 +12,7 @@ from . import functional as F
 from ._compat import own_params
 from .parametrize import (
     Parametrization,
+    check_registration,
     original_class,
     parametrizations,
     register_parametrization,
@@ -210,7 +211,7 @@ def apply_weight_norm(net: nn.Cell, cell_types: CellTypes = None, name: str = "w
     chosen = [(path, cell) for path, cell in net.cells_and_names() if _is_candidate(cell, name, types)]
     plans = [(path, cell, _make_parametrization(cell, name, dim, eps)) for path, cell in chosen]
     for _, cell, p in plans:
-        p.check(cell, name, own_params(cell)[name])
+        check_registration(cell, name, p)  # dtype, name clashes...: before any cell changes
     for _, cell, p in plans:
         register_parametrization(cell, name, p)
     return [path for path, _, _ in plans]
