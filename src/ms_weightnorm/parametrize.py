@@ -8,6 +8,12 @@ that computes the weight from the new Parameters. The property body is ordinary 
 that MindSpore parses into the graph in GRAPH_MODE and runs eagerly in PyNative, so both
 modes share one code path and gradients flow to the new Parameters.
 
+A parametrization may also carry state: non-trainable Parameters (``requires_grad=False``,
+saved in checkpoints, skipped by optimizers) that its compose function reads and updates in
+place with ``ops.assign``, also inside compiled graphs. Such a compose function also gets the
+cell's training flag, a constant while a graph is compiled: so a change of that flag on a
+stateful cell drops the compiled graphs (``ms.jit`` functions do not key their graphs on it).
+
 Layers that read a Parameter through a tuple attribute (nn.LSTM and nn.GRU read
 ``w_ih_list``/``w_hh_list``) get a property for that tuple as well, rebuilt from the
 cell's attributes so the computed weight stands in its slot.
@@ -22,6 +28,8 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, nn
+
+from ._compat import AMP_FLAG_HOOK, amp_type_name, drop_compiled_graphs, own_params
 
 __all__ = [
     "Parametrization",
@@ -40,13 +48,22 @@ class Parametrization:
     them). They define:
 
     - ``suffixes``: names of the new Parameters, stored as ``<name>_<suffix>``;
-    - ``split(weight) -> tuple[Tensor, ...]``: their initial values, one per suffix, such that
-      ``compose`` gives back ``weight``;
+    - ``state_suffixes`` (optional): names of non-trainable state Parameters, stored the same
+      way after the trainable ones (``requires_grad=False``; saved in checkpoints);
+    - ``split(weight) -> tuple[Tensor, ...]``: their initial values, one per suffix (trainable,
+      then state), such that ``compose`` gives back ``weight``;
     - ``compose_fn() -> callable``: a function of the new Parameters (in suffix order) that
-      returns the weight. It runs inside traced graphs, so it must be graph-compilable.
+      returns the weight. It runs inside traced graphs, so it must be graph-compilable. With
+      state, it takes the trainable Parameters, the state Parameters and last the cell's
+      training flag (a Python bool), and may update the state with ``ops.assign``; with the
+      flag False it must leave the state alone (removal folds the weight that way).
+
+    Error messages name the parametrization by its ``label`` attribute ("weight norm" when
+    it has none) and point to ``remove_<label>``.
     """
 
     suffixes: Tuple[str, ...] = ()
+    state_suffixes: Tuple[str, ...] = ()
 
     def split(self, weight: Tensor) -> Tuple[Tensor, ...]:  # pragma: no cover - interface
         raise NotImplementedError
@@ -68,7 +85,16 @@ class _Entry:
     aliases: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()
 
     def param_names(self) -> Tuple[str, ...]:
-        return tuple(f"{self.name}_{s}" for s in self.parametrization.suffixes)
+        """The new Parameters' attribute names: trainable ones, then state."""
+        p = self.parametrization
+        return tuple(f"{self.name}_{s}" for s in tuple(p.suffixes) + tuple(p.state_suffixes))
+
+    def trainable_names(self) -> Tuple[str, ...]:
+        return self.param_names()[:len(self.parametrization.suffixes)]
+
+    @property
+    def stateful(self) -> bool:
+        return bool(self.parametrization.state_suffixes)
 
 
 _CLASS_CACHE: Dict[Tuple[type, Tuple[_Entry, ...]], type] = {}
@@ -82,9 +108,12 @@ def _amp_cast(w: Tensor, dtype) -> Tensor:
     return w.astype(dtype)
 
 
-def _make_getter(fn: Callable[..., Tensor], names: Tuple[str, ...]) -> Callable[[Any], Tensor]:
+def _make_getter(fn: Callable[..., Tensor], names: Tuple[str, ...],
+                 training: bool = False) -> Callable[[Any], Tensor]:
     # Explicit arities: MindSpore's graph parser handles these plain forms everywhere.
     # (Default arguments in a property getter fail to compile in GRAPH_MODE; closures work.)
+    if training:
+        return _make_training_getter(fn, names)
     if len(names) == 1:
         (a,) = names
 
@@ -104,6 +133,31 @@ def _make_getter(fn: Callable[..., Tensor], names: Tuple[str, ...]) -> Callable[
             return _amp_cast(fn(getattr(self, a), getattr(self, b), getattr(self, c)), self._reparam_amp_dtype)
         return get3
     raise NotImplementedError("parametrizations with more than 3 parameters are not supported")
+
+
+def _make_training_getter(fn: Callable[..., Tensor], names: Tuple[str, ...]) -> Callable[[Any], Tensor]:
+    # A stateful compose also gets ``self.training``: a constant while a graph is compiled.
+    if len(names) == 2:
+        a, b = names
+
+        def get2t(self):
+            return _amp_cast(fn(getattr(self, a), getattr(self, b), self.training), self._reparam_amp_dtype)
+        return get2t
+    if len(names) == 3:
+        a, b, c = names
+
+        def get3t(self):
+            return _amp_cast(fn(getattr(self, a), getattr(self, b), getattr(self, c), self.training),
+                             self._reparam_amp_dtype)
+        return get3t
+    if len(names) == 4:
+        a, b, c, d = names
+
+        def get4t(self):
+            return _amp_cast(fn(getattr(self, a), getattr(self, b), getattr(self, c), getattr(self, d),
+                                self.training), self._reparam_amp_dtype)
+        return get4t
+    raise NotImplementedError("stateful parametrizations need 2 to 4 Parameters in all")
 
 
 def _make_tuple_getter(slots: Tuple[str, ...], getters: Dict[str, Callable]) -> Callable[[Any], tuple]:
@@ -133,12 +187,12 @@ def _make_tuple_getter(slots: Tuple[str, ...], getters: Dict[str, Callable]) -> 
     return get_tuple
 
 
-def _read_only(attr: str, sources: Tuple[str, ...]) -> Callable[[Any, Any], None]:
+def _read_only(attr: str, sources: Tuple[str, ...], how: str = "weight norm") -> Callable[[Any, Any], None]:
     def fail(self, value):
         raise AttributeError(
-            f"{type(self).__name__} cell: '{attr}' is computed by weight norm from "
+            f"{type(self).__name__} cell: '{attr}' is computed by {how} from "
             f"{', '.join(repr(s) for s in sources)}; set those instead "
-            f"(e.g. cell.{sources[-1]}.set_data(...)), or remove weight norm from '{attr}' first")
+            f"(e.g. cell.{sources[-1]}.set_data(...)), or remove {how} from '{attr}' first")
     return fail
 
 
@@ -152,14 +206,18 @@ def _parametrized_class(base: type, entries: Tuple[_Entry, ...]) -> type:
         "_reparam_entries": entries,
         "__reduce_ex__": _reduce_ex,
         "__setattr__": _guarded_setattr,
-        "_add_mixed_precision_flag": _add_mixed_precision_flag,
+        AMP_FLAG_HOOK: _on_amp_flags,
         "_reparam_amp_dtype": None,
         "__module__": base.__module__,
     }
-    getters = {e.name: _make_getter(e.parametrization.compose_fn(), e.param_names()) for e in entries}
+    getters = {e.name: _make_getter(e.parametrization.compose_fn(), e.param_names(), e.stateful)
+               for e in entries}
+    if any(e.stateful for e in entries):
+        namespace["add_flags"] = _add_flags_stateful
     computed = set(getters)
     for entry in entries:
-        namespace[entry.name] = property(getters[entry.name], _read_only(entry.name, entry.param_names()))
+        namespace[entry.name] = property(getters[entry.name], _read_only(
+            entry.name, entry.trainable_names(), getattr(entry.parametrization, "label", "weight norm")))
         for attr, slots in entry.aliases:
             # Several entries may share one tuple (two weights of one ParameterTuple); the
             # getter is the same for all of them since it reads every slot by name.
@@ -186,13 +244,23 @@ _AMP_DTYPES = {"FP16": ms.float16, "BF16": ms.bfloat16, "FP32": ms.float32}
 
 def _amp_dtype_of(cell: nn.Cell):
     """The float type ``to_float``/amp set on ``cell`` (None when it has none)."""
-    kind = getattr(cell, "mixed_precision_type", None)
-    return _AMP_DTYPES.get(getattr(kind, "name", None))
+    return _AMP_DTYPES.get(amp_type_name(cell))
 
 
-def _add_mixed_precision_flag(self, **flags):
-    type(self)._reparam_base._add_mixed_precision_flag(self, **flags)
+def _on_amp_flags(self, **flags):
+    getattr(type(self)._reparam_base, AMP_FLAG_HOOK)(self, **flags)
     object.__setattr__(self, "_reparam_amp_dtype", _amp_dtype_of(self))
+
+
+def _add_flags_stateful(self, **flags):
+    # The training flag is compiled into graphs as a constant; a cell-keyed graph is also
+    # keyed on the top cell's phase, an ``ms.jit`` function's graph is not: a changed flag
+    # would silently run a stale graph (updating the state in eval mode, or not in training).
+    before = self.__dict__.get("training")
+    type(self)._reparam_base.add_flags(self, **flags)
+    if "training" in flags and bool(flags["training"]) != bool(before):
+        invalidate_compiled_graphs()
+    return self
 
 
 def _rebuild(base: type, entries: Tuple[_Entry, ...]):
@@ -233,7 +301,7 @@ def _cell_label(cell: nn.Cell) -> str:
 
 def _find_aliases(cell: nn.Cell, param: Parameter) -> Tuple[Tuple[str, Tuple[str, ...]], ...]:
     """Tuple attributes (ParameterTuple) of ``cell`` that hold ``param``, with slot names."""
-    by_id = {id(p): key for key, p in cell._params.items()}
+    by_id = {id(p): key for key, p in own_params(cell).items()}
     aliases = []
     for attr, value in list(vars(cell).items()):
         if not isinstance(value, (ParameterTuple, tuple)) or attr.startswith("_"):
@@ -249,7 +317,7 @@ def _find_aliases(cell: nn.Cell, param: Parameter) -> Tuple[Tuple[str, Tuple[str
             slots.append(by_id[id(x)])
         aliases.append((attr, tuple(slots)))
     # Tuples already replaced by a property for another parametrized slot of the same tuple.
-    key = next((k for k, p in cell._params.items() if p is param), None)
+    key = next((k for k, p in own_params(cell).items() if p is param), None)
     for entry in _entries(cell):
         for attr, slots in entry.aliases:
             if key in slots and all(attr != a for a, _ in aliases):
@@ -258,34 +326,29 @@ def _find_aliases(cell: nn.Cell, param: Parameter) -> Tuple[Tuple[str, Tuple[str
 
 
 def _replace_params(cell: nn.Cell, old_key: str, new: Dict[str, Parameter]) -> None:
-    """Put ``new`` Parameters where ``old_key`` stood in ``cell._params`` (keeps order)."""
+    """Put ``new`` Parameters where ``old_key`` stood in the cell's own Parameters (keeps order)."""
+    params = own_params(cell)
     items = []
-    for key, p in cell._params.items():
+    for key, p in params.items():
         if key == old_key:
             items.extend(new.items())
         elif key not in new:
             items.append((key, p))
-    cell._params.clear()
-    cell._params.update(items)
+    params.clear()
+    params.update(items)
 
 
-def register_parametrization(cell: nn.Cell, name: str, parametrization: Parametrization) -> nn.Cell:
-    """Replace Parameter ``name`` of ``cell`` by ``parametrization``'s new Parameters.
-
-    Afterwards ``cell.<name>`` is computed from ``cell.<name>_<suffix>`` on every read (inside
-    graphs too), and the original Parameter is gone from the cell. Each new Parameter is named
-    after the original (``body.0.weight`` gives ``body.0.weight_g``) so names stay unique in
-    optimizers and checkpoints whether the cell is already attached to a parent or not.
-    Validation happens first: on error the cell is unchanged.
-    """
+def _validate(cell: nn.Cell, name: str, parametrization: Parametrization) -> Tuple[Parameter, _Entry]:
+    """Every check of :func:`register_parametrization`, changing nothing; the Parameter and its entry."""
     if not isinstance(cell, nn.Cell):
         raise TypeError(f"expected a mindspore.nn.Cell, got {type(cell).__name__}")
     label = _cell_label(cell)
     if is_parametrized(cell, name):
+        how = getattr(parametrizations(cell)[name], "label", "weight norm")
         raise ValueError(
-            f"{label}: weight norm is already applied to '{name}'; call remove_weight_norm(cell, "
+            f"{label}: {how} is already applied to '{name}'; call remove_{how.replace(' ', '_')}(cell, "
             f"'{name}') first if you want to apply it again with other settings")
-    params = cell._params
+    params = own_params(cell)
     if name not in params:
         available = ", ".join(sorted(params)) or "none"
         raise ValueError(
@@ -299,11 +362,45 @@ def register_parametrization(cell: nn.Cell, name: str, parametrization: Parametr
     for new_name in entry.param_names():
         if new_name in params or new_name in vars(cell):
             raise ValueError(f"{label} already has an attribute '{new_name}'; cannot add it for '{name}'")
+    return weight, entry
 
+
+def check_registration(cell: nn.Cell, name: str, parametrization: Parametrization) -> None:
+    """Raise what :func:`register_parametrization` would raise for ``cell``, changing nothing.
+
+    Callers that change several cells check them all first, so that an error leaves none changed.
+
+    >>> from mindspore import nn
+    >>> from ms_weightnorm.weight_norm import WeightNormParametrization
+    >>> layer = nn.Dense(2, 2)
+    >>> check_registration(layer, "weight", WeightNormParametrization(0))
+    >>> check_registration(layer, "kernel", WeightNormParametrization(0))
+    Traceback (most recent call last):
+    ...
+    ValueError: Dense cell has no Parameter 'kernel' of its own (its Parameters: bias, weight); pass name= one of those, or apply it to the child cell that owns the Parameter
+    >>> sorted(name for name, _ in layer.parameters_and_names())
+    ['bias', 'weight']
+    """
+    _validate(cell, name, parametrization)
+
+
+def register_parametrization(cell: nn.Cell, name: str, parametrization: Parametrization) -> nn.Cell:
+    """Replace Parameter ``name`` of ``cell`` by ``parametrization``'s new Parameters.
+
+    Afterwards ``cell.<name>`` is computed from ``cell.<name>_<suffix>`` on every read (inside
+    graphs too), and the original Parameter is gone from the cell. Each new Parameter is named
+    after the original (``body.0.weight`` gives ``body.0.weight_g``) so names stay unique in
+    optimizers and checkpoints whether the cell is already attached to a parent or not.
+    Validation happens first: on error the cell is unchanged.
+    """
+    weight, entry = _validate(cell, name, parametrization)
     values = parametrization.split(weight)
+    n_trainable = len(parametrization.suffixes)
+    all_suffixes = tuple(parametrization.suffixes) + tuple(parametrization.state_suffixes)
     new_params = {
-        key: Parameter(value, name=f"{weight.name}_{suffix}", requires_grad=weight.requires_grad)
-        for key, suffix, value in zip(entry.param_names(), parametrization.suffixes, values)
+        key: Parameter(value, name=f"{weight.name}_{suffix}",
+                       requires_grad=weight.requires_grad and i < n_trainable)
+        for i, (key, suffix, value) in enumerate(zip(entry.param_names(), all_suffixes, values))
     }
     # All checks passed and all values computed: only now change the cell.
     base = original_class(cell)
@@ -326,7 +423,12 @@ def remove_parametrization(cell: nn.Cell, name: str) -> Parameter:
         raise ValueError(
             f"{_cell_label(cell)}: weight norm is not applied to '{name}' (applied to: {applied}); "
             f"nothing to remove")
-    value = getattr(cell, name)
+    if entry.stateful:
+        # Folding reads the weight as in eval mode: removal never advances the state.
+        args = [getattr(cell, n) for n in entry.param_names()]
+        value = _amp_cast(entry.parametrization.compose_fn()(*args, False), cell._reparam_amp_dtype)
+    else:
+        value = getattr(cell, name)
     first = getattr(cell, entry.param_names()[0])
     suffix = "_" + entry.parametrization.suffixes[0]
     param_name = first.name[: -len(suffix)] if first.name.endswith(suffix) else name
@@ -336,14 +438,15 @@ def remove_parametrization(cell: nn.Cell, name: str) -> Parameter:
     base = original_class(cell)
     new_cls = _parametrized_class(base, rest) if rest else base
     old_keys = entry.param_names()
+    params = own_params(cell)
     items = []
-    for key, p in cell._params.items():
+    for key, p in params.items():
         if key == old_keys[0]:
             items.append((name, folded))
         elif key not in old_keys:
             items.append((key, p))
-    cell._params.clear()
-    cell._params.update(items)
+    params.clear()
+    params.update(items)
     object.__setattr__(cell, "__class__", new_cls)
     for attr, slots in entry.aliases:
         # Other entries may still compute some slots: only restore a plain tuple once no
@@ -362,18 +465,4 @@ def invalidate_compiled_graphs() -> None:
     a cached graph would silently compute with the old structure. Dropping the caches is
     what ``mindspore.ms_memory_recycle`` does to them, without its memory recycling.
     """
-    from mindspore.graph import api as _api  # internal; only its caches are touched
-
-    executor = _api._cell_graph_executor
-    if _api.ms_compile_cache:
-        executor.del_net_res(None, _api.ms_compile_cache)
-        try:
-            jit_executor = _api.JitExecutor_.get_instance()
-            jit_executor.del_net_res(None, _api.ms_compile_cache)
-        except Exception:  # pragma: no cover - depends on the jit pipeline in use
-            pass
-        _api.ms_compile_cache.clear()
-    for cache in _api.cells_compile_cache.values():
-        if cache:
-            executor.del_net_res(None, cache)
-            cache.clear()
+    drop_compiled_graphs()

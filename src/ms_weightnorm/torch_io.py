@@ -1,8 +1,10 @@
 """Move weights between PyTorch checkpoints and MindSpore networks, weight norm included.
 
-PyTorch is never imported here. ``.pt``/``.pth``/``.bin`` files are read with a restricted
-unpickler (see :mod:`ms_weightnorm._torch_pickle`): only what a state dict needs is admitted,
-anything else is refused before it runs. ``.safetensors`` files are read and written directly.
+PyTorch is never imported here. ``.pt``/``.pth``/``.bin`` files are read with a restricted,
+bounded unpickler (see :mod:`ms_weightnorm._torch_pickle`): only what a state dict needs is
+admitted, anything else is refused before it runs. ``.safetensors`` files are validated by the
+``safetensors`` package and memory-mapped. Loading reads tensors as descriptions first and
+copies only those that go into the network; saving is atomic.
 
 Names are matched cell by cell: the checkpoint key of a Parameter is the cell's path plus the
 Parameter's PyTorch name. Three things differ between the frameworks and are mapped here:
@@ -13,6 +15,14 @@ Parameter's PyTorch name. Three things differ between the frameworks and are map
   ``<p>.weight_v``. A weight-normed entry loads into a plain Parameter (folded to
   ``g * v / ||v||``) and a plain weight loads into a weight-normed cell (split into ``g = ||w||``
   and ``v = w``), whatever either side's ``dim``.
+- spectral norm: PyTorch stores ``<p>.weight_orig``/``<p>.weight_u``/``<p>.weight_v``
+  (``torch.nn.utils.spectral_norm``) or ``<p>.parametrizations.weight.original`` with
+  ``<p>.parametrizations.weight.0._u``/``._v`` (``torch.nn.utils.parametrizations.spectral_norm``);
+  this library stores ``<p>.weight_orig``, ``<p>.weight_u``, ``<p>.weight_v``. Into a plain or a
+  weight-normed cell such an entry loads folded (``orig / sigma`` with the stored ``u``, ``v``);
+  into a spectral-normed cell ``orig``, ``u``, ``v`` are copied exactly. A plain or weight-normed
+  entry loads into a spectral-normed cell as ``orig = w``, with ``u``, ``v`` re-estimated from
+  it (15 power steps from the cell's current ones).
 - layouts: PyTorch's 3-D Conv1d/ConvTranspose1d weights ``(a, b, k)`` are ``(a, b, 1, k)`` in
   MindSpore; their ``g`` gets the same extra axis, so PyTorch's ``dim=2`` lands on axis 3.
 - names: Embedding ``weight`` is ``embedding_table``; BatchNorm/InstanceNorm ``weight``,
@@ -23,7 +33,6 @@ Parameter's PyTorch name. Three things differ between the frameworks and are map
 from __future__ import annotations
 
 import os
-import zipfile
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 
@@ -32,12 +41,25 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn
 
 from .functional import g_shape
-from ._torch_pickle import UnsafeCheckpointError, read_safetensors, read_torch_zip, write_safetensors
+from ._compat import own_params, private_nn_class
+from ._torch_pickle import (
+    CheckpointError,
+    LazyTensor,
+    UnsafeCheckpointError,
+    _open_regular,
+    _short,
+    read_safetensors,
+    read_torch_zip,
+    write_safetensors,
+)
 from .parametrize import invalidate_compiled_graphs, original_class
+from .spectral_norm import (WARMUP_ITERATIONS, SpectralNormParametrization, default_dim, matrix_shape,
+                            np_matrix, np_power_iteration, np_sigma, spectral_norms)
 from .weight_norm import WeightNormParametrization, weight_norms
 
 __all__ = [
     "LoadResult",
+    "CheckpointError",
     "UnsafeCheckpointError",
     "load_torch_state_dict",
     "save_torch_state_dict",
@@ -66,10 +88,8 @@ def _norm_classes(*names: str) -> Tuple[type, ...]:
     for name in names:
         cls = getattr(nn, name, None)
         if cls is None:
-            # Private bases (``_BatchNorm``) also cover user subclasses; looked up by name
-            # because they are not public API and may move.
-            from mindspore.nn.layer import normalization
-            cls = getattr(normalization, name, None)
+            # Private bases (``_BatchNorm``) also cover user subclasses.
+            cls = private_nn_class("normalization", name)
         if isinstance(cls, type):
             found.append(cls)
     return tuple(found)
@@ -116,8 +136,9 @@ class _Target:
     name: str                      # MindSpore attribute name (``weight``, ``gamma``...)
     torch_name: str                # its PyTorch name (``weight`` for ``gamma``...)
     wn: Optional[WeightNormParametrization]
-    params: Tuple[Parameter, ...]  # (p,) or (g, v)
+    params: Tuple[Parameter, ...]  # (p,) or (g, v) or (orig, u, v)
     keys: Tuple[str, ...]          # their paths in the network
+    sn: Optional[SpectralNormParametrization] = None
 
     @property
     def torch_key(self) -> str:
@@ -125,7 +146,7 @@ class _Target:
 
     @property
     def shape(self) -> Tuple[int, ...]:
-        return tuple(self.params[-1].shape)
+        return tuple((self.params[0] if self.sn is not None else self.params[-1]).shape)
 
     @property
     def is_conv1d(self) -> bool:
@@ -141,10 +162,17 @@ def _targets(net: nn.Cell) -> List[_Target]:
         wn = weight_norms(cell)
         wn_keys = {f"{k}_{s}": k for k in wn for s in WeightNormParametrization.suffixes}
         for name, p in wn.items():
-            g, v = cell._params[f"{name}_g"], cell._params[f"{name}_v"]
+            params = own_params(cell)
+            g, v = params[f"{name}_g"], params[f"{name}_v"]
             out.append(_Target(path, cell, name, renames.get(name, name), p, (g, v),
                                (_join(path, f"{name}_g"), _join(path, f"{name}_v"))))
-        for key, param in cell._params.items():
+        for name, p in spectral_norms(cell).items():
+            sn_names = tuple(f"{name}_{s}" for s in _SN_SUFFIXES)
+            wn_keys.update((k, name) for k in sn_names)
+            out.append(_Target(path, cell, name, renames.get(name, name), None,
+                               tuple(own_params(cell)[k] for k in sn_names),
+                               tuple(_join(path, k) for k in sn_names), sn=p))
+        for key, param in own_params(cell).items():
             if key in wn_keys or param is None:
                 continue
             out.append(_Target(path, cell, key, renames.get(key, key), None, (param,), (_join(path, key),)))
@@ -199,7 +227,16 @@ def _is_torch_tensor(x: Any) -> bool:
     return type(x).__module__.startswith("torch") and hasattr(x, "detach") and hasattr(x, "numpy")
 
 
+def _check_value(key: str, x: Any) -> None:
+    """Raise the error :func:`_to_numpy` would, without converting anything."""
+    if isinstance(x, (np.ndarray, Tensor, int, float, bool, np.generic)) or _is_torch_tensor(x):
+        return
+    _to_numpy(key, x)
+
+
 def _to_numpy(key: str, x: Any) -> np.ndarray:
+    if isinstance(x, LazyTensor):
+        return x.array()
     if isinstance(x, np.ndarray):
         return x
     if _is_torch_tensor(x):
@@ -216,7 +253,7 @@ def _to_numpy(key: str, x: Any) -> np.ndarray:
             f"source['{key}'] is a {type(x).__name__}, not a tensor: the checkpoint nests its state "
             f"dict (a training checkpoint?). Pass the inner mapping, e.g. "
             f"load_torch_state_dict(net, read_torch_checkpoint(path)['{key}'])")
-    raise TypeError(f"source['{key}'] is a {type(x).__name__}, not an array or tensor")
+    raise TypeError(f"source[{_short(key)}] is a {type(x).__name__}, not an array or tensor")
 
 
 def read_torch_checkpoint(path: PathLike) -> Any:
@@ -226,8 +263,10 @@ def read_torch_checkpoint(path: PathLike) -> Any:
     ``.bin``; the zip format) give the saved object (often a dict, possibly nested, e.g.
     ``{"generator": state_dict}``), unpickled with an allowlist: tensors, storages,
     ``OrderedDict``, plain containers and scalars. A file that references anything else
-    raises :class:`UnsafeCheckpointError` and nothing from it runs. bfloat16 tensors are
-    returned as float32 (exactly).
+    raises :class:`UnsafeCheckpointError` and nothing from it runs; a malformed, truncated or
+    oversized file raises :class:`CheckpointError` (a ``ValueError``) naming it. bfloat16
+    tensors are returned as float32 (exactly). Arrays are read-only and may be views of the
+    memory-mapped file (tensors sharing a storage share memory): copy one to modify it.
 
     >>> import os, tempfile, numpy as np
     >>> from ms_weightnorm._torch_pickle import write_safetensors
@@ -236,36 +275,80 @@ def read_torch_checkpoint(path: PathLike) -> Any:
     >>> read_torch_checkpoint(path)["fc.weight"].tolist()
     [[1.0, 0.0], [0.0, 1.0]]
     """
+    return _read(path, lazy=False)
+
+
+def _read(path: PathLike, lazy: bool) -> Any:
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint file at {path!r}")
-    with open(path, "rb") as f:
-        head = f.read(9)
+    head = _head(path)
     # By content, not by name: .bin and .ckpt are used for both formats in the wild.
     if path.endswith(".safetensors") or head[8:9] == b"{":
-        return read_safetensors(path)
-    if zipfile.is_zipfile(path) or head[:1] == b"\x80":
-        return read_torch_zip(path)
-    raise ValueError(
+        return read_safetensors(path, lazy=lazy)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        return read_torch_zip(path, lazy=lazy)
+    raise CheckpointError(
         f"{path!r} is neither a safetensors file nor a torch.save file: expected a .safetensors, "
         f".pt, .pth or .bin checkpoint written by PyTorch")
 
 
-def _source_arrays(source: Any) -> Dict[str, np.ndarray]:
+def _head(path: str) -> bytes:
+    fd, _ = _open_regular(path)  # refuses FIFOs and devices without blocking
+    try:
+        return os.pread(fd, 9, 0)
+    finally:
+        os.close(fd)
+
+
+class _Source(Mapping):
+    """A checkpoint's entries, each converted to numpy only when the loader asks for it.
+
+    Entries read from a file are :class:`LazyTensor` descriptions: one that is bigger than
+    every Parameter of the network cannot be loaded anywhere, so instead of reading it the
+    loader gets a zero-cost stand-in of its shape (``np.broadcast_to``), which the shape
+    checks then report. So loading costs what the network needs, whatever the file holds.
+    """
+
+    def __init__(self, entries: Mapping[str, Any], limit: int):
+        self._entries = entries
+        self._limit = limit
+        self._done: Dict[str, np.ndarray] = {}
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        found = self._done.get(key)
+        if found is None:
+            value = self._entries[key]
+            if isinstance(value, LazyTensor):
+                found = (np.broadcast_to(np.zeros((), value.dtype), value.shape) if value.size > self._limit
+                         else value.array())
+            else:
+                found = _to_numpy(key, value)
+            self._done[key] = found
+        return found
+
+    def __iter__(self):
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _source_arrays(source: Any, limit: int) -> _Source:
     if isinstance(source, (str, os.PathLike)):
-        loaded = read_torch_checkpoint(source)
+        loaded = _read(source, lazy=True)
         if not isinstance(loaded, Mapping):
             raise TypeError(f"{os.fspath(source)!r} holds a {type(loaded).__name__}, not a state dict")
         source = loaded
     if not isinstance(source, Mapping):
         raise TypeError(
             f"source must be a checkpoint path or a mapping of names to arrays, got {type(source).__name__}")
-    out = {}
     for key, value in source.items():
         if not isinstance(key, str):
-            raise TypeError(f"state dict keys must be strings, got {key!r}")
-        out[key] = _to_numpy(key, value)
-    return out
+            raise TypeError(f"state dict keys must be strings, got {_short(key)}")
+        if not isinstance(value, (LazyTensor, np.ndarray)):
+            _check_value(key, value)
+    return _Source(source, limit)
 
 
 # --- loading ----------------------------------------------------------------------------------
@@ -288,18 +371,27 @@ def _np_dtype(param: Parameter) -> np.dtype:
     return np.dtype(found)
 
 
+_SN_SUFFIXES = SpectralNormParametrization.suffixes + SpectralNormParametrization.state_suffixes
+
+
 def _candidate_keys(target: _Target) -> Tuple[str, ...]:
-    """The checkpoint keys that could hold ``target``: plain, old-style (g, v), new-style (g, v)."""
+    """The checkpoint keys that could hold ``target``: plain, old-style (g, v), new-style (g, v),
+    old-style spectral (orig, u, v), new-style spectral (orig, u, v)."""
     prefix = _join(target.path, "")
     t = target.torch_name
     return (target.torch_key, target.torch_key + "_g", target.torch_key + "_v",
-            f"{prefix}parametrizations.{t}.original0", f"{prefix}parametrizations.{t}.original1")
+            f"{prefix}parametrizations.{t}.original0", f"{prefix}parametrizations.{t}.original1",
+            *(f"{target.torch_key}_{s}" for s in _SN_SUFFIXES),
+            f"{prefix}parametrizations.{t}.original", f"{prefix}parametrizations.{t}.0._u",
+            f"{prefix}parametrizations.{t}.0._v")
 
 
 def _find(target: _Target, src: Mapping[str, np.ndarray]) -> Tuple[str, Tuple[str, ...]]:
-    """Which of the checkpoint's styles holds ``target``: ('plain'|'wn', keys), or ('', ())."""
-    plain, old_g, old_v, new_g, new_v = _candidate_keys(target)
-    styles = [(kind, keys) for kind, keys in (("plain", (plain,)), ("wn", (old_g, old_v)), ("wn", (new_g, new_v)))
+    """Which of the checkpoint's styles holds ``target``: ('plain'|'wn'|'sn', keys), or ('', ())."""
+    candidates = _candidate_keys(target)
+    plain, old_g, old_v, new_g, new_v = candidates[:5]
+    styles = [(kind, keys) for kind, keys in (("plain", (plain,)), ("wn", (old_g, old_v)), ("wn", (new_g, new_v)),
+                                              ("sn", candidates[5:8]), ("sn", candidates[8:11]))
               if all(k in src for k in keys)]
     if len(styles) > 1:
         found = ", ".join(k for _, keys in styles for k in keys)
@@ -312,6 +404,8 @@ def _values_for(target: _Target, kind: str, keys: Tuple[str, ...],
     """The arrays to put into ``target.params``, in MindSpore layout and dtype."""
     shape = target.shape
     what = f"{target.torch_key} (MindSpore {', '.join(target.keys)}, shape {shape})"
+    if kind == "sn":
+        return _sn_values(target, keys, src, what)
     if kind == "plain":
         w = _fit(src[keys[0]], shape)
         if w is None:
@@ -328,6 +422,10 @@ def _values_for(target: _Target, kind: str, keys: Tuple[str, ...],
         src_axis = _wn_axis(g, v, keys[0])
         w = None
 
+    if target.sn is not None:
+        if w is None:
+            w = g.astype(np.float64) * (v.astype(np.float64) / _norm(v, src_axis))
+        return _sn_split(target, w)
     if target.wn is None:
         if w is None:
             w = g.astype(np.float64) * (v.astype(np.float64) / _norm(v, src_axis))
@@ -341,6 +439,45 @@ def _values_for(target: _Target, kind: str, keys: Tuple[str, ...],
                 w = g.astype(np.float64) * (v.astype(np.float64) / _norm(v, src_axis))
             values = (_norm(w, target.wn.dim, target.wn.eps).reshape(want_g), w)
     return tuple(np.asarray(a).astype(_np_dtype(p)) for a, p in zip(values, target.params))
+
+
+def _sn_split(target: _Target, w: np.ndarray) -> Tuple[np.ndarray, ...]:
+    """(orig, u, v) for a spectral-normed ``target`` from a plain weight: u, v re-estimated."""
+    sn = target.sn
+    u0, v0 = (_param_numpy(p).astype(np.float64) for p in target.params[1:])
+    u, v = np_power_iteration(np_matrix(w.astype(np.float64), sn.dim), u0, v0, WARMUP_ITERATIONS, sn.eps)
+    return tuple(np.asarray(a).astype(_np_dtype(p)) for a, p in zip((w, u, v), target.params))
+
+
+def _sn_values(target: _Target, keys: Tuple[str, ...], src: Mapping[str, np.ndarray],
+               what: str) -> Tuple[np.ndarray, ...]:
+    """Values for ``target`` from a spectral-norm entry (orig, u, v) of the checkpoint."""
+    shape = target.shape
+    orig = _fit(src[keys[0]], shape)
+    if orig is None:
+        raise _Problem(f"{what}: checkpoint '{keys[0]}' has shape {src[keys[0]].shape}")
+    u, v = src[keys[1]], src[keys[2]]
+    for key, x in ((keys[1], u), (keys[2], v)):
+        if x.ndim != 1 or x.dtype.kind != "f":
+            raise _Problem(f"{what}: checkpoint '{key}' should be a float vector, got {x.dtype} {x.shape}")
+    # The checkpoint does not record its dim: take the axis whose matrix view fits u and v,
+    # preferring the cell's own dim, then PyTorch's default for the layer type.
+    order = ([target.sn.dim] if target.sn is not None else []) + [default_dim(target.cell)] + list(range(len(shape)))
+    dim = next((d for d in order if d < len(shape) and matrix_shape(shape, d) == (u.size, v.size)), None)
+    if dim is None:
+        raise _Problem(f"{what}: checkpoint '{keys[1]}' {u.shape} and '{keys[2]}' {v.shape} fit no "
+                       f"matrix view of the weight")
+    if target.sn is not None and dim == target.sn.dim:
+        return tuple(np.asarray(a).astype(_np_dtype(p)) for a, p in zip((orig, u, v), target.params))
+    sigma = np_sigma(orig, u, v, dim)
+    if not np.isfinite(sigma) or sigma == 0:
+        raise _Problem(f"{what}: checkpoint '{keys[0]}' with its u, v gives sigma = {sigma}")
+    w = orig.astype(np.float64) / sigma
+    if target.sn is not None:
+        return _sn_split(target, w)
+    if target.wn is None:
+        return (w.astype(_np_dtype(target.params[0])),)
+    return _values_for(target, "plain", keys[:1], {keys[0]: w})
 
 
 def load_torch_state_dict(net: nn.Cell, source: Union[PathLike, Mapping[str, Any]],
@@ -365,6 +502,16 @@ def load_torch_state_dict(net: nn.Cell, source: Union[PathLike, Mapping[str, Any
     ``strict=False`` everything that fits is loaded and the rest is returned: a key whose
     shape does not fit counts as missing (its Parameter) and unexpected (its key).
 
+    Tied Parameters (one Parameter object reachable under two paths, e.g. an output layer
+    sharing the embedding's table) take the value of whichever of their keys the checkpoint
+    holds; if it holds several with different values, a ``ValueError`` names them and nothing
+    is loaded, whatever ``strict``.
+
+    A file is read as tensor descriptions first; only the tensors that go into the network
+    are read and copied. A malformed file raises :class:`CheckpointError` (a ``ValueError``)
+    naming it, and one that asks to run code raises :class:`UnsafeCheckpointError`; in both
+    cases nothing is loaded.
+
     Values are converted to each Parameter's dtype (bfloat16 included). The network may
     have run already, in GRAPH_MODE or under ``ms.jit``: its compiled graphs are dropped so
     that the next call uses the loaded values.
@@ -384,19 +531,22 @@ def load_torch_state_dict(net: nn.Cell, source: Union[PathLike, Mapping[str, Any
     >>> net[0].weight.asnumpy().astype(float).round(3).tolist()
     [[1.2, 0.0, 1.6], [0.0, 1.0, 0.0]]
     """
-    src = _source_arrays(source)
+    targets = _targets(net)
+    limit = max((int(np.prod(p.shape)) for t in targets for p in t.params), default=0)
+    src = _source_arrays(source, limit)
     used: set = set()
-    absent: List[str] = []       # Parameters with no key at all
+    absent: List[_Target] = []   # weights with no key at all
     problems: List[str] = []     # keys found but unusable (shape, format)
     bad_params: List[str] = []
     bad_keys: set = set()
-    updates: List[Tuple[Parameter, np.ndarray]] = []
-    targets = _targets(net)
+    # id(Parameter) -> (value, checkpoint key it came from): a tied Parameter appears once.
+    values_of: Dict[int, Tuple[Parameter, np.ndarray, str]] = {}
+    conflicts: List[str] = []
     for target in targets:
         try:
             kind, keys = _find(target, src)
             if not kind:
-                absent.extend(target.keys)
+                absent.append(target)
                 continue
             values = _values_for(target, kind, keys, src)
         except _Problem as err:
@@ -405,17 +555,31 @@ def load_torch_state_dict(net: nn.Cell, source: Union[PathLike, Mapping[str, Any
             bad_keys.update(k for k in _candidate_keys(target) if k in src)
             continue
         used.update(keys)
-        updates.extend(zip(target.params, values))
+        for param, value, key in zip(target.params, values, keys * len(target.params) if len(keys) == 1 else keys):
+            seen = values_of.get(id(param))
+            if seen is None:
+                values_of[id(param)] = (param, value, key)
+            elif not _same(seen[1], value):
+                conflicts.append(f"'{seen[2]}' and '{key}'")
+    if conflicts:
+        raise ValueError(
+            f"cannot load the state dict into {type(net).__name__}; nothing was loaded: these keys go to "
+            f"one Parameter shared (tied) by several cells of the network, but the checkpoint gives them "
+            f"different values: {', '.join(conflicts)}. Keep one of each pair in the checkpoint, or "
+            f"untie the Parameters in the network.")
+    # A tied weight is loaded through any of its paths: it is missing only if none has a key.
+    missing = [k for t in absent if not all(id(p) in values_of for p in t.params) for k in t.keys]
+    updates = [(param, value) for param, value, _ in values_of.values()]
     dropped = {_join(t.path, n) for t in targets for n in _dropped(t.cell)}
     unexpected = [k for k in src if k not in used and k not in dropped]
-    if strict and (absent or unexpected or problems):
+    if strict and (missing or unexpected or problems):
         lines = [f"cannot load the state dict into {type(net).__name__}; nothing was loaded:"]
         if problems:
             lines.append(f"  {len(problems)} mismatched:")
             lines += [f"    {p}" for p in problems]
-        if absent:
-            lines.append(f"  {len(absent)} missing (Parameters of the network that no key provides): "
-                         + ", ".join(absent))
+        if missing:
+            lines.append(f"  {len(missing)} missing (Parameters of the network that no key provides): "
+                         + ", ".join(missing))
         extra = [k for k in unexpected if k not in bad_keys]
         if extra:
             lines.append(f"  {len(extra)} unexpected (keys the network has no Parameter for): " + ", ".join(extra))
@@ -426,7 +590,12 @@ def load_torch_state_dict(net: nn.Cell, source: Union[PathLike, Mapping[str, Any
         param.set_data(Tensor(value, dtype=param.dtype))
     if updates:
         invalidate_compiled_graphs()
-    return LoadResult(absent + bad_params, unexpected)
+    return LoadResult(missing + bad_params, unexpected)
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal shapes and values (NaN equal to NaN): two keys may then fill one tied Parameter."""
+    return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
 
 
 
@@ -449,7 +618,10 @@ def _torch_entries(net: nn.Cell, style: str) -> Dict[str, Tuple[np.ndarray, bool
             # MindSpore's (a, b, 1, k) Conv1d layout is PyTorch's (a, b, k); g follows.
             arrays = [a[:, :, 0, :] if a.ndim == 4 and a.shape[2] == 1 else a for a in arrays]
         candidates = _candidate_keys(target)
-        keys = candidates[:1] if target.wn is None else candidates[1:3] if style == "old" else candidates[3:]
+        if target.sn is not None:
+            keys = candidates[5:8] if style == "old" else candidates[8:11]
+        else:
+            keys = candidates[:1] if target.wn is None else candidates[1:3] if style == "old" else candidates[3:5]
         for key, array, param in zip(keys, arrays, target.params):
             if key in out and not np.array_equal(out[key][0], array):
                 raise ValueError(f"two Parameters of the network map to the PyTorch key '{key}'")
@@ -463,6 +635,8 @@ def to_torch_state_dict(net: nn.Cell, style: str = "new") -> Dict[str, np.ndarra
     ``style="new"`` names weight-normed entries ``<p>.parametrizations.<name>.original0``
     (g) and ``original1`` (v), as ``torch.nn.utils.parametrizations.weight_norm`` does;
     ``style="old"`` names them ``<p>.<name>_g``/``<p>.<name>_v`` (``torch.nn.utils.weight_norm``).
+    Spectral-normed entries are ``<p>.parametrizations.<name>.original`` and ``.0._u``/``.0._v``
+    (new) or ``<p>.<name>_orig``/``_u``/``_v`` (old).
     bfloat16 Parameters come back as float32 (exactly). PyTorch's BatchNorm keeps its own
     ``num_batches_tracked`` when the key is absent, so none is written.
 
