@@ -239,6 +239,8 @@ def _composed_weight_norm(v: Tensor, g: Tensor, axis: Optional[int], eps: float)
 # Second order: the backward is a cell too, whose bprop is the same closed-form vector-
 # Jacobian product that the fused backward kernel's bprop uses (_backward_vjp).
 #
+# Reshapes act on compute-type (float32/64) tensors: the CPU backend has no bfloat16 Reshape.
+#
 # MindSpore 2.10 fails to compile ("The func graph is empty") a function containing an `if`
 # or a conditional expression when it is reached from a cell's bprop in a second-order
 # gradient and from elsewhere in the same graph; default arguments fail the same way. So
@@ -336,7 +338,7 @@ class _ComposedBackward(nn.Cell):
         dg = (dwf.reshape(view) * vf.reshape(view)).sum(axes, keepdims=True) * rnorm
         coef = dg * rnorm * scale
         dv = self.scale_fn(dwf, scale, multiples, g.shape) - self.scale_fn(vf, coef, multiples, g.shape)
-        return dv.astype(v.dtype), dg.astype(g.dtype).reshape(g.shape)
+        return dv.astype(v.dtype), dg.reshape(g.shape).astype(g.dtype)
 
     def bprop(self, v, g, dw, rnorm, scale, out, dout):
         grad_v, grad_g, grad_dw = _backward_vjp(v, g, dw, dout, self.axis, self.eps)
@@ -357,9 +359,9 @@ class _ComposedForward(nn.Cell):
     def construct(self, v, g):
         view, axes, red, multiples = _view_plan(v.shape, self.axis)
         ct = _compute_type(v.dtype)
-        v2 = v.reshape(view).astype(ct)
+        v2 = v.astype(ct).reshape(view)
         rnorm = ops.rsqrt((v2 * v2).sum(axes, keepdims=True) + self.eps)
-        scale = g.reshape(red).astype(ct) * rnorm
+        scale = g.astype(ct).reshape(red) * rnorm
         return self.scale_fn(v, scale, multiples, g.shape), rnorm, scale
 
     def bprop(self, v, g, out, dout):
@@ -555,22 +557,22 @@ def _backward_vjp(v, g, dw, dout, axis, eps):
     a, b = dout
     view, axes, red, _ = _view_plan(v.shape, axis)
     ct = _compute_type(v.dtype)
-    vf = v.reshape(view).astype(ct)
-    dwf = dw.reshape(view).astype(ct)
-    af = a.reshape(view).astype(ct)
-    gf = g.reshape(red).astype(ct)
-    bf = b.reshape(red).astype(ct)
+    vf = v.astype(ct).reshape(view)
+    dwf = dw.astype(ct).reshape(view)
+    af = a.astype(ct).reshape(view)
+    gf = g.astype(ct).reshape(red)
+    bf = b.astype(ct).reshape(red)
     n2 = (vf * vf).sum(axes, keepdims=True) + eps
     n = ops.sqrt(n2)
     s = gf / n
     c = (dwf * vf).sum(axes, keepdims=True) / n2
     big_a = (af * dwf).sum(axes, keepdims=True)
     big_b = (af * vf).sum(axes, keepdims=True)
-    grad_g = ((big_a - c * big_b) / n).astype(g.dtype).reshape(g.shape)
+    grad_g = ((big_a - c * big_b) / n).reshape(g.shape).astype(g.dtype)
     coef = bf / n - s * big_b / n2
-    grad_dw = (s * af + coef * vf).astype(dw.dtype).reshape(dw.shape)
+    grad_dw = (s * af + coef * vf).reshape(dw.shape).astype(dw.dtype)
     grad_v = -s * c * af + coef * dwf + ((3.0 * s * c * big_b - s * big_a) / n2 - bf * c / n) * vf
-    return grad_v.astype(v.dtype).reshape(v.shape), grad_g, grad_dw
+    return grad_v.reshape(v.shape).astype(v.dtype), grad_g, grad_dw
 
 
 # ---------------------------------------------------------------------------------------
