@@ -4,6 +4,7 @@
 #   bash run.sh demo [demo options]   # train with and without weight norm, print a table, write a PNG
 #   bash run.sh test [pytest options] # the full test suite (installs torch 2.13.0 CPU as a reference)
 #   bash run.sh bench [options]       # the speed benchmark
+#   bash run.sh mutate [options]      # mutation testing of the core modules (mutmut 2; ~1 h; not in CI)
 #   bash run.sh exec COMMAND [args]   # any command inside the venv (its bin first on PATH), e.g.
 #                                     #   bash run.sh exec python examples/hifigan_port.py
 #                                     #   bash run.sh exec msrun --worker_num=2 ... examples/train_data_parallel.py
@@ -15,7 +16,6 @@
 #   PYTHON=python3.11       the interpreter that creates .venv (default: python3.11, python3, python).
 # Commands run with this checkout's src/ first on PYTHONPATH, so they use this checkout's code
 # whichever venv they run in.
-#   bash run.sh mutate [options]      # mutation testing of the core modules (mutmut 2; ~1 h; not in CI)
 set -euo pipefail
 repo="$(cd "$(dirname "$0")" && pwd)"
 
@@ -127,6 +127,14 @@ case "$cmd" in
   mutate)
     # mutmut 2 mutates the source text itself (in a scratch copy), so GRAPH_MODE parses each
     # mutant as written; mutmut 3 routes every function through a runtime trampoline.
-    python -m pip install -q "mutmut==2.5.1"
+    if ! python -c "import mutmut" 2> /dev/null; then
+      if [ -n "${MS_WEIGHTNORM_VENV:-}" ]; then
+        say "mutate needs mutmut 2 in $venv, which run.sh does not install into a venv it was given:"
+        say "$venv/bin/python -m pip install mutmut==2.5.1, or unset MS_WEIGHTNORM_VENV to use .venv"
+        exit 1
+      fi
+      say "installing mutmut 2.5.1 into $venv (a few MB; once)"
+      python -m pip install -q "mutmut==2.5.1"
+    fi
     cd "$repo" && exec python tools/mutation/mutate.py "$@" ;;
 esac
