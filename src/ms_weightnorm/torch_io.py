@@ -34,7 +34,7 @@ from mindspore import Parameter, Tensor, nn
 from .functional import g_shape
 from ._torch_pickle import UnsafeCheckpointError, read_safetensors, read_torch_zip, write_safetensors
 from .parametrize import invalidate_compiled_graphs, original_class
-from .weight_norm import WeightNormParametrization, weight_norms
+from .weight_norm import WeightNorm, WeightNormParametrization, weight_norms
 
 __all__ = [
     "LoadResult",
@@ -111,7 +111,7 @@ def _join(path: str, name: str) -> str:
 class _Target:
     """One logical weight of the network: a plain Parameter, or a weight-normed pair (g, v)."""
 
-    path: str
+    path: str                      # the cell's path in PyTorch terms (no WeightNorm wrapper level)
     cell: nn.Cell
     name: str                      # MindSpore attribute name (``weight``, ``gamma``...)
     torch_name: str                # its PyTorch name (``weight`` for ``gamma``...)
@@ -136,18 +136,27 @@ def _targets(net: nn.Cell) -> List[_Target]:
     if not isinstance(net, nn.Cell):
         raise TypeError(f"expected a mindspore.nn.Cell, got {type(net).__name__}")
     out = []
-    for path, cell in net.cells_and_names():
+    # A WeightNorm wrapper mirrors PyTorch's weight_norm(module): the module is the layer
+    # itself there, so the wrapper's "module." level has no PyTorch key.
+    torch_paths: Dict[str, Tuple[str, bool]] = {}  # MindSpore path -> (PyTorch path, is a wrapper)
+    for ms_path, cell in net.cells_and_names():
+        parent, _, leaf = ms_path.rpartition(".")
+        parent_path, parent_wraps = torch_paths.get(parent, ("", False))
+        path = "" if not ms_path else parent_path if parent_wraps and leaf == "module" else _join(parent_path, leaf)
+        torch_paths[ms_path] = (path, isinstance(cell, WeightNorm))
+        if isinstance(cell, WeightNorm):
+            continue  # no Parameters of its own; weight_norms() would answer for its module
         renames = _renames(cell)
         wn = weight_norms(cell)
         wn_keys = {f"{k}_{s}": k for k in wn for s in WeightNormParametrization.suffixes}
         for name, p in wn.items():
             g, v = cell._params[f"{name}_g"], cell._params[f"{name}_v"]
             out.append(_Target(path, cell, name, renames.get(name, name), p, (g, v),
-                               (_join(path, f"{name}_g"), _join(path, f"{name}_v"))))
+                               (_join(ms_path, f"{name}_g"), _join(ms_path, f"{name}_v"))))
         for key, param in cell._params.items():
             if key in wn_keys or param is None:
                 continue
-            out.append(_Target(path, cell, key, renames.get(key, key), None, (param,), (_join(path, key),)))
+            out.append(_Target(path, cell, key, renames.get(key, key), None, (param,), (_join(ms_path, key),)))
     return out
 
 
