@@ -112,7 +112,9 @@ def _make_getter(fn: Callable[..., Tensor], names: Tuple[str, ...]) -> Callable[
         def get3(self):
             return _amp_cast(fn(getattr(self, a), getattr(self, b), getattr(self, c)), self._reparam_amp_dtype)
         return get3
-    raise NotImplementedError("parametrizations with more than 3 parameters are not supported")
+    raise NotImplementedError(
+        f"a parametrization of {', '.join(names)}: at most 3 new Parameters are supported; split into "
+        f"fewer suffixes")
 
 
 def _make_tuple_getter(slots: Tuple[str, ...], getters: Dict[str, Callable]) -> Callable[[Any], tuple]:
@@ -490,9 +492,15 @@ class _Group:
             object.__setattr__(cell, "_reparam_amp_dtype", _amp_dtype_of(cell))
 
 
+def _not_a_cell(obj: Any, name: str) -> TypeError:
+    return TypeError(
+        f"expected the mindspore.nn.Cell that owns the Parameter '{name}', got a {type(obj).__name__}; "
+        f"pass the layer itself (e.g. net.conv1, or a layer of an nn.SequentialCell)")
+
+
 def _check_own_parameter(cell: nn.Cell, name: str) -> None:
     if not isinstance(cell, nn.Cell):
-        raise TypeError(f"expected a mindspore.nn.Cell, got {type(cell).__name__}")
+        raise _not_a_cell(cell, name)
     label = _cell_label(cell)
     if is_parametrized(cell, name):
         p = parametrizations(cell)[name]
@@ -575,7 +583,8 @@ def register_parametrizations(net: nn.Cell, selected: Sequence[Tuple[str, nn.Cel
     True
     """
     if not isinstance(net, nn.Cell):
-        raise TypeError(f"expected a mindspore.nn.Cell, got {type(net).__name__}")
+        raise TypeError(f"register_parametrizations: net must be a mindspore.nn.Cell (the model that contains "
+                        f"the selected cells), got a {type(net).__name__}")
     paths = {}
     for path, cell in net.cells_and_names():
         paths.setdefault(id(cell), path)
@@ -633,8 +642,10 @@ def register_parametrizations(net: nn.Cell, selected: Sequence[Tuple[str, nn.Cel
 
 def _fold_group(cell: nn.Cell, entry: _Entry) -> List[Tuple[nn.Cell, _Entry]]:
     """The cells that share ``entry``'s new Parameters with ``cell`` (itself first)."""
+    # Look up the holders before taking any local reference to the Parameters (see _holders).
+    found = _holders([(cell, entry.param_names()[0])])
     own = tuple(cell._params[n] for n in entry.param_names())
-    holders = _holders([(cell, entry.param_names()[0])])[id(own[0])]
+    holders = found[id(own[0])]
     group = [(cell, entry)]
     for other, key in holders:
         if other is cell:
@@ -659,7 +670,7 @@ def remove_parametrization(cell: nn.Cell, name: str) -> Parameter:
     ((2, 3), True)
     """
     if not isinstance(cell, nn.Cell):
-        raise TypeError(f"expected a mindspore.nn.Cell, got {type(cell).__name__}")
+        raise _not_a_cell(cell, name)
     entries = _entries(cell)
     entry = next((e for e in entries if e.name == name), None)
     if entry is None:

@@ -57,7 +57,9 @@ class WeightNormParametrization(Parametrization):
                 f"Parameter (float16, bfloat16, float32 or float64). Cast the cell first, e.g. "
                 f"cell.to_float(ms.float32), or choose another name=")
         if weight.ndim == 0:
-            raise ValueError(f"{label}: Parameter '{name}' is a scalar; weight norm needs at least 1 axis")
+            raise ValueError(
+                f"{label}: Parameter '{name}' is a scalar; weight norm needs at least 1 axis. Choose another "
+                f"name= (its weight)")
 
     def split(self, weight: Tensor) -> Tuple[Tensor, Tensor]:
         # g = ||w|| (with the same eps as compose) so that wrapping leaves outputs unchanged.
@@ -90,7 +92,9 @@ def _check_dim(dim, where: str) -> Optional[int]:
     if dim is None:
         return None
     if isinstance(dim, (bool, np.bool_)) or not isinstance(dim, numbers.Integral):
-        raise TypeError(f"{where}: dim must be an int or None, got {type(dim).__name__} {dim!r}")
+        raise TypeError(
+            f"{where}: dim must be an int or None, got {type(dim).__name__} {dim!r}; pass the axis to keep "
+            f"(0: one g per output channel) or None for the norm of the whole tensor")
     return operator.index(dim)  # numpy integers become plain ints
 
 
@@ -216,7 +220,9 @@ def remove_weight_norm(module: nn.Cell = _UNSET, name: Optional[str] = None, *,
     """
     module = _module_arg(module, cell, "remove_weight_norm")
     if not isinstance(module, nn.Cell):
-        raise TypeError(f"remove_weight_norm() expects a mindspore.nn.Cell, got {type(module).__name__}")
+        raise TypeError(
+            f"remove_weight_norm() expects the mindspore.nn.Cell weight norm was applied to (or its WeightNorm "
+            f"wrapper), got a {type(module).__name__}")
     target = _unwrap(module)
     if name is None:
         name = module.param_name if isinstance(module, WeightNorm) else "weight"
