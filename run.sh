@@ -1,33 +1,113 @@
 #!/usr/bin/env bash
 # One entry point that sets itself up: creates .venv (once), installs the package with the
-# extras the chosen command needs, then runs it. Usage:
+# extras the chosen command needs (again only when pyproject.toml changes), then runs it. Usage:
 #   bash run.sh demo [demo options]   # train with and without weight norm, print a table, write a PNG
 #   bash run.sh test [pytest options] # the full test suite (installs torch 2.13.0 CPU as a reference)
 #   bash run.sh bench [options]       # the speed benchmark
+#   bash run.sh exec COMMAND [args]   # any command inside the venv (its bin first on PATH), e.g.
+#                                     #   bash run.sh exec python examples/hifigan_port.py
+#                                     #   bash run.sh exec msrun --worker_num=2 ... examples/train_data_parallel.py
+# Environment:
+#   MS_WEIGHTNORM_VENV=DIR  use the existing venv DIR as it is: nothing is created or installed
+#                           (it must already hold mindspore and the extras the command needs).
+#   PYTHON=python3.11       the interpreter that creates .venv (default: python3.11, python3, python).
+# Commands run with this checkout's src/ first on PYTHONPATH, so they use this checkout's code
+# whichever venv they run in.
 set -euo pipefail
-cd "$(dirname "$0")"
+repo="$(cd "$(dirname "$0")" && pwd)"
+
+say() { echo "run.sh: $*" >&2; }
+usage() {
+  echo "usage: bash run.sh {demo|test|bench} [options]   or   bash run.sh exec COMMAND [args...]" >&2
+  echo "  e.g. bash run.sh demo --help; bash run.sh exec python examples/hifigan_port.py --help" >&2
+}
 
 cmd="${1:-}"
 [ $# -gt 0 ] && shift
+# Extras per command. "test" includes "demo"; exec gets everything the README's commands use.
 case "$cmd" in
   demo) extras="demo" ;;
-  test|bench) extras="test" ;;
-  *) echo "usage: bash run.sh {demo|test|bench} [options]" >&2; exit 2 ;;
+  test|bench|exec) extras="test" ;;
+  -h|--help|help) usage; exit 0 ;;
+  *) usage; exit 2 ;;
 esac
-
-venv="${MS_WEIGHTNORM_VENV:-.venv}"
-if [ ! -x "$venv/bin/python" ]; then
-  python="${PYTHON:-}"
-  if [ -z "$python" ]; then
-    python=$(command -v python3.11 || command -v python3 || command -v python)
-  fi
-  "$python" -m venv "$venv"
-  "$venv/bin/python" -m pip install -q --upgrade pip
+if [ "$cmd" = exec ] && [ $# -eq 0 ]; then
+  say "exec needs a command to run, e.g.: bash run.sh exec python examples/hifigan_port.py --help"
+  exit 2
 fi
-"$venv/bin/python" -m pip install -q -e ".[$extras]"
+
+# Sizes and times measured with `du -sh` and `time` on a fresh clone (Python 3.11, MindSpore 2.10.0,
+# PyTorch 2.13.0+cpu, 2 cores, 2026-11-29): demo set-up 2 min 26 s, test extras 1 min 22 s more.
+size_of() { case "$1" in demo) echo "about 3.0 GB" ;; test) echo "about 3.9 GB" ;; esac; }
+what_of() {
+  case "$1" in
+    demo) echo "MindSpore 2.10 + numpy + the demo extras (matplotlib, scikit-learn, mlxtend, tqdm)" ;;
+    test) echo "MindSpore 2.10 + numpy + the demo and test extras (PyTorch 2.13.0 CPU as a test reference, pytest, hypothesis)" ;;
+  esac
+}
+
+if [ -n "${MS_WEIGHTNORM_VENV:-}" ]; then
+  venv="$MS_WEIGHTNORM_VENV"
+  if [ ! -x "$venv/bin/python" ]; then
+    say "MS_WEIGHTNORM_VENV=$venv has no bin/python. Point it at an existing venv that has mindspore installed,"
+    say "or unset it to let run.sh create and fill .venv in $repo."
+    exit 2
+  fi
+else
+  venv="$repo/.venv"
+  stamp="$venv/.ms_weightnorm_installed"
+  # The stamp records the extras installed and the pyproject.toml they came from: "test" covers "demo".
+  want="$(cksum < "$repo/pyproject.toml" | cut -d' ' -f1)"
+  have="$(cat "$stamp" 2>/dev/null || true)"
+  if [ "$have" != "$want test" ] && [ "$have" != "$want $extras" ]; then
+    if [ ! -x "$venv/bin/python" ]; then
+      python="${PYTHON:-}"
+      if [ -z "$python" ]; then
+        python=$(command -v python3.11 || command -v python3 || command -v python || true)
+      fi
+      if [ -z "$python" ]; then
+        say "no Python found. Install Python 3.9-3.11 (3.11 tested), or set PYTHON=/path/to/python3.11."
+        exit 1
+      fi
+      say "first run: creating $venv with $("$python" --version 2>&1) ($python)"
+      if ! "$python" -m venv "$venv"; then
+        rm -rf "$venv"
+        say "could not create a venv with $python. On Debian/Ubuntu: sudo apt install python3-venv;"
+        say "or set PYTHON=/path/to/another/python3.11 and re-run."
+        exit 1
+      fi
+    fi
+    if [ -z "$have" ]; then
+      say "installing $(what_of "$extras") into $venv: $(size_of "$extras") on disk;"
+      say "this downloads about 1 GB (MindSpore's wheel is 0.8 GB) and takes 2-3 minutes on a fast connection. Once only."
+    else
+      say "installing $(what_of "$extras") into $venv (grows to $(size_of "$extras") on disk; 1-2 minutes). Once only."
+    fi
+    if ! { "$venv/bin/python" -m pip install -q --upgrade pip &&
+           "$venv/bin/python" -m pip install -q -e "$repo[$extras]"; }; then
+      say "installing failed (pip's messages are above). Check access to PyPI and free disk space"
+      say "(4 GB needed), then re-run the same command; to start over: rm -rf $venv"
+      exit 1
+    fi
+    echo "$want $extras" > "$stamp"
+    say "set-up done; running: $cmd $*"
+  fi
+fi
+
+# msrun starts its workers with the `python` on PATH, so the venv's bin goes first.
+export VIRTUAL_ENV="$venv"
+export PATH="$venv/bin:$PATH"
+export PYTHONPATH="$repo/src${PYTHONPATH:+:$PYTHONPATH}"
 
 case "$cmd" in
-  demo) exec "$venv/bin/python" -m ms_weightnorm.demo "$@" ;;
-  test) exec "$venv/bin/python" -m pytest -q "$@" ;;
-  bench) exec "$venv/bin/python" benchmarks/bench_weight_norm.py "$@" ;;
+  demo) exec python -m ms_weightnorm.demo "$@" ;;
+  test) cd "$repo" && exec python -m pytest -q "$@" ;;
+  bench) exec python "$repo/benchmarks/bench_weight_norm.py" "$@" ;;
+  exec)
+    if ! command -v "$1" > /dev/null; then
+      say "'$1' is neither in $venv/bin nor on PATH. The venv has python, pip, msrun and ms-weightnorm-demo;"
+      say "e.g. bash run.sh exec python examples/hifigan_port.py --help"
+      exit 127
+    fi
+    exec "$@" ;;
 esac

@@ -239,13 +239,31 @@ def run(out_dir: str, cfg: Config = Config(), frames: int = 16, style: str = "ol
     return outputs
 
 
+TORCH_MISSING = ("hifigan_port.py: this example needs PyTorch, only to build the reference generator it ports "
+                 "from (loading the checkpoint into MindSpore does not). Install it with "
+                 "`pip install torch==2.13.0` (the CPU build is enough), or run the example as "
+                 "`bash run.sh exec python examples/hifigan_port.py`, which installs it.")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out-dir", default="hifigan_port_out")
-    parser.add_argument("--channels", type=int, default=32, help="upsample_initial_channel (V1: 512)")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--out-dir", default="hifigan_port_out",
+                        help="folder for the PyTorch checkpoint (generator.pt) and the exported generator.mindir")
+    parser.add_argument("--channels", type=int, default=32,
+                        help="upsample_initial_channel, the generator's width (HiFi-GAN V1: 512)")
     parser.add_argument("--frames", type=int, default=16, help="mel frames of the test input")
-    parser.add_argument("--style", choices=("old", "new"), default="old", help="PyTorch weight-norm API")
+    parser.add_argument("--style", choices=("old", "new"), default="old",
+                        help="PyTorch weight-norm API of the reference: old = weight_g/weight_v keys, as in the "
+                             "released HiFi-GAN checkpoints; new = torch.nn.utils.parametrizations")
     args = parser.parse_args(argv)
+    try:
+        import torch  # noqa: F401  (only the reference model needs it)
+    except ModuleNotFoundError as err:
+        if err.name != "torch":
+            raise
+        print(TORCH_MISSING, file=sys.stderr)
+        return 1
     outputs = run(args.out_dir, Config(upsample_initial_channel=args.channels), args.frames, args.style)
     for stage in ("mindspore", "removed", "mindir"):
         print(f"{stage:>9} vs torch: max relative error {max_rel_error(outputs[stage], outputs['torch']):.2e}")

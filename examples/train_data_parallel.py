@@ -6,14 +6,20 @@ global batch, and the gradients are averaged across processes (``DATA_PARALLEL``
 process would take on the whole global batch with a mean loss.
 
 Two processes on one machine (CPU here; the same script runs unchanged on Ascend/GPU and
-on several machines, with msrun's ``--worker_num``/``--local_worker_num``/``--node_rank``)::
+on several machines, with msrun's ``--worker_num``/``--local_worker_num``/``--node_rank``),
+from a clone of the repository (``bash run.sh exec`` runs msrun inside the project's venv;
+in an activated venv, leave it out)::
 
-    msrun --worker_num=2 --local_worker_num=2 --master_addr=127.0.0.1 --master_port=8118 \\
+    bash run.sh exec msrun --worker_num=2 --local_worker_num=2 --master_addr=127.0.0.1 --master_port=8118 \\
           --log_dir=msrun_log --join=True \\
           examples/train_data_parallel.py --steps 20 --data-init --out dp_out
 
-Without msrun (``python examples/train_data_parallel.py ...``) it trains in one process on
-the whole global batch: the single-process reference of the distributed run.
+Rank 0 prints the global-batch loss as it trains and a summary. MindSpore's log level is set
+to errors only (``GLOG_v=3``) unless ``GLOG_v`` is set already: at its default level every
+worker logs dozens of connection retries while the processes find each other.
+
+Without msrun (``bash run.sh exec python examples/train_data_parallel.py ...``) it trains in
+one process on the whole global batch: the single-process reference of the distributed run.
 
 Outputs in ``--out``: ``rank<r>_init.npz`` (parameters after initialization, before the
 first step), ``rank<r>_final.npz`` (after the last step), ``rank<r>_losses.npy`` (the
@@ -25,8 +31,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
+
+if __name__ == "__main__":
+    # MindSpore's C++ side logs every retry while the processes find each other ("Failed to
+    # connect to the meta server", "Topology build timed out") at WARNING level, 60+ lines
+    # for a run that succeeds. GLOG_v=3 keeps errors only; it is read when mindspore is
+    # imported, so it is set before the import. An explicit GLOG_v (e.g. GLOG_v=2 to see the
+    # warnings again) wins.
+    os.environ.setdefault("GLOG_v", "3")
 
 import numpy as np
 
@@ -34,6 +49,7 @@ import mindspore as ms
 from mindspore import Tensor, nn
 
 from ms_weightnorm import apply_weight_norm
+from ms_weightnorm.distributed import all_reduce_sum
 
 MODES = {"graph": ms.GRAPH_MODE, "pynative": ms.PYNATIVE_MODE}
 
@@ -121,14 +137,29 @@ def parameters(net: nn.Cell) -> Dict[str, np.ndarray]:
     return {p.name: p.asnumpy().copy() for p in net.get_parameters()}
 
 
-def train(cfg: Config, rank: int = 0, world: int = 1,
-          out_dir: Optional[str] = None) -> Tuple[nn.Cell, Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+def global_loss(local_loss: Tensor, world: int) -> float:
+    """The mean loss over the global batch, from this rank's mean loss on its equal shard.
+
+    Every rank must call it at the same step (it is an all-reduce when ``world > 1``).
+
+    >>> global_loss(Tensor(np.float32(0.5)), 1)
+    0.5
+    """
+    if world == 1:
+        return float(local_loss.asnumpy())
+    return float(all_reduce_sum(local_loss.reshape((1,))).asnumpy()[0]) / world
+
+
+def train(cfg: Config, rank: int = 0, world: int = 1, out_dir: Optional[str] = None,
+          log_every: int = 0) -> Tuple[nn.Cell, Dict[str, np.ndarray], Dict[str, np.ndarray]]:
     """Train on rank ``rank``'s shards; return the net, its initial and final Parameters.
 
     With ``world == 1`` this is the single-process run on the whole global batch. The caller
     sets the execution mode and, for ``world > 1``, initializes communication and the
     data-parallel context first. If ``out_dir`` is given, rank ``rank`` writes
     ``rank<rank>_init.npz`` and ``rank<rank>_final.npz`` there, and rank 0 also ``final.ckpt``.
+    With ``log_every > 0``, rank 0 prints the global-batch loss every ``log_every`` steps and
+    at the last step, then a summary (all ranks take part in the loss's all-reduce).
     """
     x, y = make_data(cfg)
     net = build_net(cfg)
@@ -148,11 +179,22 @@ def train(cfg: Config, rank: int = 0, world: int = 1,
     # (and does nothing extra in a single process).
     step = nn.TrainOneStepCell(nn.WithLossCell(net, loss_fn), opt)
     step.set_train()
-    losses = []
+    losses, global_losses = [], []
+    say = print if (log_every > 0 and rank == 0) else (lambda *a, **k: None)
+    say(f"rank 0/{world}: training {cfg.steps} steps, global batch {cfg.batch_size} "
+        f"({cfg.batch_size // world} per process), {cfg.mode} mode"
+        f"{', after data-dependent init' if cfg.data_init else ''}", flush=True)
+    start = time.perf_counter()
     for i in range(cfg.steps):
         xb = Tensor(shard(x[i], rank, world))
         yb = Tensor(shard(y[i], rank, world))
-        losses.append(float(step(xb, yb).asnumpy()))
+        loss = step(xb, yb)
+        losses.append(float(loss.asnumpy()))
+        if log_every > 0:
+            global_losses.append(global_loss(loss, world))
+            if (i + 1) % log_every == 0 or i + 1 == cfg.steps:
+                say(f"  step {i + 1:>4}/{cfg.steps}  loss {global_losses[-1]:.4f}", flush=True)
+    seconds = time.perf_counter() - start
     final = parameters(net)
 
     if out_dir is not None:
@@ -164,6 +206,11 @@ def train(cfg: Config, rank: int = 0, world: int = 1,
             # Only the network: the optimizer state is not needed to use or evaluate it,
             # and every rank holds the same values, so one writer is enough.
             ms.save_checkpoint(net, os.path.join(out_dir, "final.ckpt"))
+    if global_losses:
+        where = (f"; wrote {os.path.join(out_dir, 'final.ckpt')} and rank<r>_*.npz"
+                 if out_dir is not None else "")
+        say(f"rank 0/{world}: done, {cfg.steps} steps in {seconds:.1f} s (first step compiles); "
+            f"global-batch loss {global_losses[0]:.4f} -> {global_losses[-1]:.4f}{where}", flush=True)
     return net, initial, final
 
 
@@ -172,10 +219,20 @@ def launched_by_msrun() -> bool:
     return bool(os.environ.get("MS_ROLE") or os.environ.get("RANK_TABLE_FILE"))
 
 
+class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` only where there is a value to show (not for flags or "unset")."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[Config, argparse.Namespace]:
     """Command line to :class:`Config` plus launcher options."""
     d = Config()
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=_HelpWithDefaults)
     p.add_argument("--steps", type=int, default=d.steps, help="optimizer steps")
     p.add_argument("--batch-size", type=int, default=d.batch_size,
                    help="global batch size, divisible by the number of processes")
@@ -184,14 +241,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[Config, argparse.N
     p.add_argument("--out-dim", type=int, default=d.out_dim, help="regression targets")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the model init and the data")
     p.add_argument("--lr", type=float, default=d.lr, help="learning rate (momentum SGD)")
-    p.add_argument("--momentum", type=float, default=d.momentum)
+    p.add_argument("--momentum", type=float, default=d.momentum, help="momentum of the SGD optimizer")
     p.add_argument("--data-init", action="store_true",
                    help="data-dependent init of g and bias on the first global batch")
-    p.add_argument("--init-scale", type=float, default=d.init_scale)
+    p.add_argument("--init-scale", type=float, default=d.init_scale,
+                   help="with --data-init: the std of each pre-activation after init")
     p.add_argument("--mode", choices=sorted(MODES), default=d.mode, help="execution mode")
     p.add_argument("--device-target", default=None,
                    help="CPU, GPU or Ascend; default: MindSpore's choice for this build")
-    p.add_argument("--out", default=None, help="folder for per-rank .npz files and rank 0's final.ckpt")
+    p.add_argument("--out", default=None, help="folder for per-rank .npz files and rank 0's final.ckpt (default: write nothing)")
+    p.add_argument("--log-every", type=int, default=0,
+                   help="rank 0 prints the global-batch loss every N steps (0: about 10 lines per run)")
     p.add_argument("--distributed", choices=["auto", "on", "off"], default="auto",
                    help="initialize communication: auto = when launched by msrun")
     a = p.parse_args(argv)
@@ -222,8 +282,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         rank, world = get_rank(), get_group_size()
         ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL,
                                      gradients_mean=True, device_num=world)
-    train(cfg, rank, world, args.out)
-    print(f"rank {rank}/{world}: trained {cfg.steps} steps; done", flush=True)
+    log_every = args.log_every if args.log_every > 0 else max(1, cfg.steps // 10)
+    train(cfg, rank, world, args.out, log_every=log_every)
+    if rank != 0:
+        print(f"rank {rank}/{world}: done, {cfg.steps} steps", flush=True)
     return 0
 
 

@@ -2,11 +2,16 @@
 
 PyTorch (2.13.0 CPU) is the reference here; the library itself never imports it.
 """
+import errno
 import inspect
+import json
 import os
 import pickle
+import stat
 import subprocess
 import sys
+import textwrap
+import threading
 import warnings
 import zipfile
 from collections import OrderedDict
@@ -21,6 +26,7 @@ from mindspore import nn
 
 from ms_weightnorm import is_weight_normed, remove_all_weight_norm, weight_norm
 from ms_weightnorm.torch_io import (
+    CheckpointError,
     LoadResult,
     UnsafeCheckpointError,
     load_torch_state_dict,
@@ -28,6 +34,7 @@ from ms_weightnorm.torch_io import (
     save_torch_state_dict,
     to_torch_state_dict,
 )
+from ms_weightnorm._torch_pickle import write_safetensors
 
 tnn = torch.nn
 
@@ -475,7 +482,7 @@ def test_crafted_tensor_bounds_and_setstate_are_refused(tmp_path):
     with zipfile.ZipFile(path, "w") as zf:
         for n, data in names.items():
             zf.writestr(n, bad if n == pkl else data)
-    with pytest.raises(UnsafeCheckpointError, match="reaches element"):
+    with pytest.raises(CheckpointError, match="reaches element"):
         read_torch_checkpoint(path)
     # BUILD (setstate) on anything but the state dict's OrderedDict is refused.
     build = os.path.join(tmp_path, "build.pt")
@@ -551,3 +558,255 @@ def test_mindir_export(remove, tmp_path):
     else:
         assert names == ["0.bias", "0.weight_g", "0.weight_v", "2.bias", "2.weight_g", "2.weight_v"]
     np.testing.assert_allclose(graph(x).asnumpy(), expected, rtol=1e-6, atol=1e-7)
+
+
+# --- tied Parameters --------------------------------------------------------------------------
+
+class MSTied(nn.Cell):
+    """An output layer sharing the embedding's table, as language models do."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(10, 4)
+        self.head = nn.Dense(4, 10, has_bias=False)
+        self.head.weight = self.embed.embedding_table
+
+    def construct(self, ids):
+        return self.head(self.embed(ids))
+
+
+class TorchTied(tnn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = tnn.Embedding(10, 4)
+        self.head = tnn.Linear(4, 10, bias=False)
+        self.head.weight = self.embed.weight
+
+    def forward(self, ids):
+        return self.head(self.embed(ids))
+
+
+IDS = np.array([[1, 2, 9], [0, 5, 5]], np.int32)
+
+
+@pytest.mark.parametrize("keys", ["both", "embed_only", "head_only"])
+def test_tied_parameters_load_from_either_or_both_keys(keys, tmp_path):
+    torch.manual_seed(6)
+    reference = TorchTied().eval()
+    state = dict(reference.state_dict())            # torch lists a tied weight under both names
+    assert sorted(state) == ["embed.weight", "head.weight"]
+    if keys != "both":
+        del state["head.weight" if keys == "embed_only" else "embed.weight"]  # as deduplicating savers do
+    net = MSTied()
+    # torch.save keeps the tie as one storage under two tensors; safetensors needs separate copies.
+    source = write_source("pt", state, tmp_path) if keys == "both" else write_source(
+        "safetensors", {k: v.clone() for k, v in state.items()}, tmp_path)
+    assert load_torch_state_dict(net, source) == LoadResult([], [])
+    assert net.head.weight is net.embed.embedding_table  # still tied
+    np.testing.assert_array_equal(net.embed.embedding_table.asnumpy(), reference.embed.weight.detach().numpy())
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(IDS).long()).numpy()
+    np.testing.assert_allclose(net(ms.Tensor(IDS)).asnumpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_tied_parameters_with_different_values_are_refused(strict):
+    state = {"embed.weight": np.ones((10, 4), np.float32), "head.weight": np.full((10, 4), 2.0, np.float32)}
+    net = MSTied()
+    before = ms_params(net)
+    with pytest.raises(ValueError, match=r"different values: 'embed.weight' and 'head.weight'"):
+        load_torch_state_dict(net, state, strict=strict)
+    after = ms_params(net)
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    # Equal values, NaN included, are one value.
+    state["head.weight"] = state["embed.weight"].copy()
+    state["embed.weight"][0, 0] = state["head.weight"][0, 0] = np.nan
+    assert load_torch_state_dict(net, state, strict=strict) == ([], [])
+    assert np.isnan(net.head.weight.asnumpy()[0, 0])
+
+
+def test_tied_parameter_missing_everywhere_is_reported_under_both_paths():
+    missing, unexpected = load_torch_state_dict(MSTied(), {}, strict=False)
+    assert sorted(missing) == ["embed.embedding_table", "head.weight"] and unexpected == []
+
+
+# --- reading: errors, laziness, safetensors through the reference validator ------------------
+
+def test_fifo_and_directory_are_refused_without_blocking(tmp_path):
+    fifo = str(tmp_path / "pipe.pt")
+    os.mkfifo(fifo)
+    for path in (fifo, str(tmp_path)):
+        with pytest.raises(CheckpointError, match="not a regular file"):
+            load_torch_state_dict(MSConvNet(), path)
+        with pytest.raises(CheckpointError, match="not a regular file"):
+            read_torch_checkpoint(path)
+
+
+def test_safetensors_bf16_and_offsets_out_of_key_order(tmp_path):
+    # Data order differs from key order: offsets come from safetensors' validated header.
+    import json
+    import struct
+    header = {"z": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+              "a": {"dtype": "BF16", "shape": [3], "data_offsets": [8, 14]},
+              "m": {"dtype": "I64", "shape": [1], "data_offsets": [14, 22]}}
+    text = json.dumps(header).encode()
+    data = np.float32([1.5, -3]).tobytes() + np.uint16([0x3FC0, 0xC000, 0x7F80]).tobytes() + np.int64([-7]).tobytes()
+    path = str(tmp_path / "order.safetensors")
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + data)
+    got = read_torch_checkpoint(path)
+    ref = safetensors.torch.load_file(path)
+    assert got["z"].tolist() == ref["z"].tolist() == [1.5, -3.0]
+    assert got["a"].dtype == np.float32 and got["a"].tolist() == ref["a"].float().tolist() == [1.5, -2.0, np.inf]
+    assert got["m"].tolist() == ref["m"].tolist() == [-7]
+    assert not got["z"].flags.writeable  # a view of the memory-mapped file
+
+
+def test_loading_a_big_file_reads_only_what_the_network_needs(tmp_path):
+    # 256 MiB of tensors the network does not use, and the two it does: the loader's peak
+    # memory stays near MindSpore's own, because unused tensors are never read (memory-mapped).
+    big = {f"unused{i}": torch.zeros(16, 1 << 20) for i in range(4)}
+    state = {"0.weight": torch.arange(12, dtype=torch.float32).reshape(3, 4), "0.bias": torch.ones(3), **big}
+    paths = {"pt": str(tmp_path / "big.pt"), "st": str(tmp_path / "big.safetensors")}
+    torch.save(state, paths["pt"])
+    safetensors.torch.save_file(state, paths["st"])
+    script = textwrap.dedent(f"""
+        import json
+        from mindspore import nn
+        from ms_weightnorm.torch_io import load_torch_state_dict
+        def hwm():
+            with open("/proc/self/status") as f:
+                return int(next(l for l in f if l.startswith("VmHWM:")).split()[1]) / 1024
+        out = {{}}
+        for kind, path in {paths!r}.items():
+            net = nn.SequentialCell([nn.Dense(4, 3)])
+            before = hwm()
+            missing, unexpected = load_torch_state_dict(net, path, strict=False)
+            out[kind] = [hwm() - before, missing, len(unexpected), net[0].weight.asnumpy().tolist()]
+        print(json.dumps(out))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    for kind, (grown_mb, missing, unexpected, weight) in out.items():
+        assert missing == [] and unexpected == 4 and weight == np.arange(12).reshape(3, 4).tolist(), kind
+        assert grown_mb < 64, (kind, grown_mb)  # the unused 256 MiB were never read
+
+
+# --- atomic saves -----------------------------------------------------------------------------
+
+def _writer_payloads(n, size=1 << 18):
+    return [{"w": np.full(size, i, np.float32), "tag": np.array([i], np.int64)} for i in range(n)]
+
+
+def test_concurrent_thread_saves_leave_one_whole_file(tmp_path):
+    path = str(tmp_path / "model.safetensors")
+    payloads = _writer_payloads(6)
+    expected = []
+    for i, payload in enumerate(payloads):  # each writer's whole file, written alone
+        alone = str(tmp_path / f"alone{i}.safetensors")
+        write_safetensors(alone, payload)
+        expected.append(open(alone, "rb").read())
+    errors = []
+    for _ in range(10):
+        barrier = threading.Barrier(len(payloads))
+
+        def run(payload):
+            barrier.wait()
+            try:
+                write_safetensors(path, payload)
+            except BaseException as err:  # collected: every writer must succeed
+                errors.append(err)
+
+        threads = [threading.Thread(target=run, args=(p,)) for p in payloads]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert open(path, "rb").read() in expected
+        assert sorted(os.listdir(tmp_path)) == sorted([f"alone{i}.safetensors" for i in range(6)] + ["model.safetensors"])
+
+
+def test_concurrent_process_saves_leave_one_whole_file(tmp_path):
+    path = str(tmp_path / "model.safetensors")
+    reader = os.path.join(os.path.dirname(ms_weightnorm_file()), "_torch_pickle.py")
+    script = textwrap.dedent(f"""
+        import importlib.util, sys, numpy as np
+        spec = importlib.util.spec_from_file_location("_w", {reader!r})
+        m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+        i = int(sys.argv[1])
+        for _ in range(20):
+            m.write_safetensors({path!r}, {{"w": np.full(1 << 18, i, np.float32)}})
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(i)], stderr=subprocess.PIPE) for i in range(4)]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read()[-2000:]
+    got = safetensors.numpy.load_file(path)["w"]
+    assert got.shape == (1 << 18,) and got.min() == got.max() and got[0] in (0, 1, 2, 3)
+    assert os.listdir(tmp_path) == ["model.safetensors"]
+
+
+def ms_weightnorm_file():
+    import ms_weightnorm._torch_pickle as module
+    return module.__file__
+
+
+def test_planted_symlinks_cannot_redirect_a_save(tmp_path, monkeypatch):
+    import secrets as secrets_module
+    from ms_weightnorm import _torch_pickle
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    path = str(tmp_path / "model.safetensors")
+    # The old predictable temporary name, and the next "random" name made predictable.
+    os.symlink(victim, f"{path}.tmp{os.getpid()}")
+    os.symlink(victim, str(tmp_path / ".model.safetensors.guessed.tmp"))
+    tokens = iter(["guessed", "fresh"])
+    monkeypatch.setattr(secrets_module, "token_hex", lambda n: next(tokens))
+    assert _torch_pickle.secrets is secrets_module
+    write_safetensors(path, {"w": np.ones(3, np.float32)})
+    assert victim.read_bytes() == b"precious"
+    assert safetensors.numpy.load_file(path)["w"].tolist() == [1.0, 1.0, 1.0]
+    assert not os.path.islink(path)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_saved_file_gets_a_new_files_permissions(umask, tmp_path):
+    path = str(tmp_path / "m.safetensors")
+    old = os.umask(umask)
+    try:
+        save_torch_state_dict(nn.SequentialCell([nn.Dense(2, 3)]), path)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~umask
+
+
+def test_failed_save_keeps_the_old_file(tmp_path, monkeypatch):
+    path = str(tmp_path / "m.safetensors")
+    write_safetensors(path, {"w": np.ones(3, np.float32)})
+    old = open(path, "rb").read()
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match="No space"):
+        save_torch_state_dict(nn.SequentialCell([nn.Dense(2, 3)]), path)
+    monkeypatch.undo()
+    assert open(path, "rb").read() == old and os.listdir(tmp_path) == ["m.safetensors"]
+    # A real write failure: the file size limit (what a full disk looks like to write()).
+    reader = os.path.join(os.path.dirname(ms_weightnorm_file()), "_torch_pickle.py")
+    script = textwrap.dedent(f"""
+        import importlib.util, resource, signal, numpy as np
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+        spec = importlib.util.spec_from_file_location("_w", {reader!r})
+        m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+        try:
+            m.write_safetensors({path!r}, {{"w": np.ones(1 << 16, np.float32)}})
+        except OSError as err:
+            print("refused", err.errno)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == f"refused {errno.EFBIG}", done.stderr[-2000:]
+    assert open(path, "rb").read() == old and os.listdir(tmp_path) == ["m.safetensors"]

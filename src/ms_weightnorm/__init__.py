@@ -18,6 +18,7 @@ from .parametrize import (
 )
 from . import torch_io
 from .torch_io import (
+    CheckpointError,
     LoadResult,
     UnsafeCheckpointError,
     load_torch_state_dict,
@@ -63,5 +64,6 @@ __all__ = [
     "to_torch_state_dict",
     "read_torch_checkpoint",
     "LoadResult",
+    "CheckpointError",
     "UnsafeCheckpointError",
 ]

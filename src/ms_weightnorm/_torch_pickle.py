@@ -1,4 +1,4 @@
-"""Read PyTorch checkpoint files with numpy only: a restricted unpickler and a safetensors reader/writer.
+"""Read PyTorch checkpoint files with numpy only: a restricted, bounded unpickler and safetensors I/O.
 
 A ``torch.save`` file (the zip format, the default since PyTorch 1.6) is a zip archive that
 holds ``<archive>/data.pkl`` (a pickle of the saved object) and one raw record per tensor
@@ -6,37 +6,95 @@ storage (``<archive>/data/<key>``). Unpickling ``data.pkl`` with :mod:`pickle` w
 callable the file names, so this module unpickles it with an allowlist: the globals a state
 dict needs (tensor and storage rebuilds, ``OrderedDict``, dtypes, a few builtins) are mapped
 to numpy implementations written here, and every other global is refused before anything
-is called. Tensors come back as numpy arrays; bfloat16 comes back as float32 (exact).
+is called.
 
-safetensors files are read and written here as well, because ``safetensors.numpy`` cannot
-handle bfloat16 (numpy has no such dtype).
+Everything read from a file is treated as hostile until checked. The unpickler counts its
+opcodes and bounds integer sizes, nesting, container keys and everything formatted into a
+message; tensors are first read as descriptions (storage, dtype, offset, size, stride) whose
+bounds are checked exactly, and their data is only looked at when asked for, as read-only
+views of the storage (memory-mapped), so views sharing one storage are never copied.
+bfloat16 comes back as float32 (exact).
+
+This module imports nothing but the standard library, numpy and safetensors, so that it can
+be run (and fuzzed) without MindSpore.
 """
 from __future__ import annotations
 
+import _compat_pickle
 import collections
 import io
 import json
-import math
+import mmap
 import os
 import pickle
+import reprlib
+import secrets
+import stat
 import struct
 import zipfile
-from typing import Any, Dict, Mapping, Optional, Tuple
+import zlib
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
 
 __all__ = [
+    "CheckpointError",
     "UnsafeCheckpointError",
+    "LazyTensor",
     "read_torch_zip",
     "read_safetensors",
     "write_safetensors",
+    "atomic_write",
     "bfloat16_bits_to_float32",
     "float32_to_bfloat16_bits",
 ]
 
 
-class UnsafeCheckpointError(pickle.UnpicklingError):
+class CheckpointError(ValueError):
+    """A checkpoint file is malformed, truncated or exceeds a safety limit; nothing was loaded."""
+
+
+class UnsafeCheckpointError(CheckpointError, pickle.UnpicklingError):
     """A checkpoint's pickle asks for something a state dict never needs; nothing was run."""
+
+
+# --- limits -------------------------------------------------------------------------------
+# Far above what real state dicts need, low enough that no file costs more than about 150 MB
+# or a few seconds to reject. Raise them for a trusted file that needs more.
+MAX_PICKLE_BYTES = 64 << 20
+# Opcodes are counted in units of about 56 bytes of memory they can allocate (an empty set
+# costs 4, a memo entry 2, most others 1). torch.save spends about 45 units per tensor, so
+# this admits state dicts of some 40k tensors.
+MAX_PICKLE_OPS = 2 << 20
+MAX_DEPTH = 100                 # nesting of containers (a state dict needs 3-4)
+MAX_INT_BYTES = 32              # LONG1/LONG4 payloads: 256-bit integers
+MAX_DIMS = 64
+MAX_INDEX = 1 << 62             # any size, stride, offset or element count
+MAX_KEY_LENGTH = 1 << 16        # characters of a storage key or a zip record name
+MAX_ZIP_RECORDS = 1 << 20
+MAX_SMALL_RECORD = 1 << 10      # the ``byteorder`` record
+SAFETENSORS_MAX_HEADER = 100_000_000  # the reference implementation's limit
+
+_repr = reprlib.Repr()
+_repr.maxlevel = 3
+_repr.maxtuple = _repr.maxlist = _repr.maxarray = 6
+_repr.maxdict = _repr.maxset = _repr.maxfrozenset = _repr.maxdeque = 4
+_repr.maxstring = 60
+_repr.maxlong = 40
+_repr.maxother = 60
+
+
+def _short(value: Any) -> str:
+    """A bounded ``repr`` of a hostile value: a few levels, a few items, a few characters each.
+
+    Formatting a crafted object in full can take exponential time (shared sub-tuples) or
+    unbounded memory; this never looks at more than a few hundred of its parts.
+    """
+    try:
+        text = _repr.repr(value)
+    except Exception:  # a value whose repr fails still gets a message
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 # --- dtypes -------------------------------------------------------------------------------
@@ -74,41 +132,29 @@ _STORAGE_TYPES: Dict[str, str] = {
 }
 
 
-class _DType:
-    """Stands for a ``torch.<dtype>`` global inside a pickle."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str):
-        self.name = name
-
-    def numpy_dtype(self) -> np.dtype:
-        code = _TORCH_DTYPES[self.name]
-        return np.dtype("<u2") if code == "bfloat16" else np.dtype(code)
-
-    def __repr__(self) -> str:
-        return f"torch.{self.name}"
+def _element_dtype(code: str) -> np.dtype:
+    """The numpy dtype a storage of ``code`` is read as (bfloat16: its uint16 bit patterns)."""
+    return np.dtype("<u2") if code == "bfloat16" else np.dtype(code)
 
 
-class _StorageType:
-    """Stands for a ``torch.FloatStorage``-like class (or ``UntypedStorage``) inside a pickle."""
+class _DType(str):
+    """A ``torch.<dtype>`` global: the string ``"torch.float32"``, usable as a plain value."""
 
-    __slots__ = ("name", "dtype")
+    __slots__ = ()
 
-    def __init__(self, name: str, dtype: Optional[str]):
-        self.name = name
-        self.dtype = dtype  # None: untyped (bytes), the dtype is given to the rebuild later
+    @property
+    def torch_name(self) -> str:
+        return self[len("torch."):]
 
 
-class _Storage:
-    """A storage record of the archive, decoded to a flat numpy array of its element type."""
+class _StorageType(str):
+    """A ``torch.FloatStorage``-like global (or ``UntypedStorage``): its name as a string."""
 
-    __slots__ = ("key", "dtype", "data")
+    __slots__ = ()
 
-    def __init__(self, key: str, dtype: Optional[str], data: np.ndarray):
-        self.key = key
-        self.dtype = dtype
-        self.data = data
+    @property
+    def dtype(self) -> Optional[str]:
+        return _STORAGE_TYPES.get(self.rsplit(".", 1)[-1])  # None: untyped bytes
 
 
 def bfloat16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
@@ -117,7 +163,7 @@ def bfloat16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
     >>> bfloat16_bits_to_float32(np.array([0x3FC0, 0xC000], np.uint16)).tolist()
     [1.5, -2.0]
     """
-    return (bits.astype(np.uint32) << np.uint32(16)).view(np.float32)
+    return (np.asarray(bits).astype(np.uint32) << np.uint32(16)).view(np.float32)
 
 
 def float32_to_bfloat16_bits(x: np.ndarray) -> np.ndarray:
@@ -135,189 +181,555 @@ def float32_to_bfloat16_bits(x: np.ndarray) -> np.ndarray:
     return bits
 
 
-# --- tensor rebuilds (numpy implementations of torch._utils) ------------------------------
-
-def _int_tuple(value: Any, what: str) -> Tuple[int, ...]:
-    if not isinstance(value, (tuple, list)) or not all(
-            isinstance(n, int) and not isinstance(n, bool) for n in value):
-        raise UnsafeCheckpointError(f"tensor {what} must be a tuple of ints, got {value!r}")
-    return tuple(value)
+def _readonly(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
 
 
-def _view(data: np.ndarray, offset: Any, size: Any, stride: Any) -> np.ndarray:
-    """Copy of the strided view ``data[offset:]`` with ``size``/``stride`` (in elements), bounds-checked.
+# --- lazy tensors -------------------------------------------------------------------------
 
-    The checks matter: ``as_strided`` reads whatever memory the numbers point at, so a
-    crafted file could otherwise read outside the storage.
+class LazyTensor:
+    """A tensor of a checkpoint, described but not read: ``shape``, ``dtype``, and ``array()``.
+
+    ``dtype`` is the numpy dtype ``array()`` returns (float32 for bfloat16). The bounds were
+    checked when the description was made; ``array()`` reads the data (checking the record's
+    CRC the first time) and returns a read-only array that may be a view of the file's
+    memory map: copy it to keep or modify it.
     """
-    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
-        raise UnsafeCheckpointError(f"tensor storage offset must be an int >= 0, got {offset!r}")
-    size = _int_tuple(size, "size")
-    stride = _int_tuple(stride, "stride")
+
+    __slots__ = ("shape", "dtype", "_get")
+
+    def __init__(self, shape: Tuple[int, ...], dtype: np.dtype, get: Callable[[], np.ndarray]):
+        self.shape = shape
+        self.dtype = dtype
+        self._get = get
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    def array(self) -> np.ndarray:
+        return self._get()
+
+    def __repr__(self) -> str:
+        return f"LazyTensor(shape={self.shape}, dtype={self.dtype})"
+
+
+class _Storage:
+    """A storage record of a torch archive: checked metadata; its bytes read on first use."""
+
+    __slots__ = ("key", "code", "numel", "_read", "_flat")
+
+    def __init__(self, key: str, code: str, numel: int, read: Callable[[], memoryview]):
+        self.key = key
+        self.code = code      # element dtype code of _TORCH_DTYPES, or "|u1" when untyped
+        self.numel = numel
+        self._read = read
+        self._flat: Dict[str, np.ndarray] = {}
+
+    def flat(self, code: str) -> np.ndarray:
+        """The whole storage as a flat read-only array of ``code`` elements (bfloat16 widened once)."""
+        found = self._flat.get(code)
+        if found is None:
+            raw = self._flat.get("")
+            if raw is None:
+                raw = self._flat[""] = np.frombuffer(self._read(), np.uint8)
+            found = raw.view(_element_dtype(code))
+            if code == "bfloat16":
+                found = _readonly(bfloat16_bits_to_float32(found))
+            self._flat[code] = found
+        return found
+
+
+def _int(value: Any, what: str, source: str) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_INDEX:
+        raise CheckpointError(f"{source}: tensor {what} must be an int in [0, 2**62], got {_short(value)}")
+    return value
+
+
+def _int_tuple(value: Any, what: str, source: str) -> Tuple[int, ...]:
+    if type(value) not in (tuple, list) or len(value) > MAX_DIMS:
+        raise CheckpointError(
+            f"{source}: tensor {what} must be a tuple of at most {MAX_DIMS} ints, got {_short(value)}")
+    return tuple(_int(n, what, source) for n in value)
+
+
+def _strided(storage: _Storage, code: str, offset: Any, size: Any, stride: Any, source: str) -> LazyTensor:
+    """The tensor ``storage[offset:]`` with ``size``/``stride`` (in elements of ``code``), bounds-checked.
+
+    The check is exact and made before any data is read: ``as_strided`` reads whatever memory
+    the numbers point at, so a crafted file could otherwise read outside the storage.
+    """
+    offset = _int(offset, "storage offset", source)
+    size = _int_tuple(size, "size", source)
+    stride = _int_tuple(stride, "stride", source)
     if len(size) != len(stride):
-        raise UnsafeCheckpointError(f"tensor size {size} and stride {stride} differ in length")
-    if any(n < 0 for n in size) or any(s < 0 for s in stride):
-        raise UnsafeCheckpointError(f"negative tensor size or stride: size {size}, stride {stride}")
-    numel = math.prod(size)
-    if numel == 0:
-        return np.zeros(size, data.dtype)
-    last = offset + sum((n - 1) * s for n, s in zip(size, stride))
-    if last >= data.size:
-        raise UnsafeCheckpointError(
-            f"tensor (offset {offset}, size {size}, stride {stride}) reaches element {last} of a "
-            f"storage of {data.size} elements: the file is corrupt")
-    if numel > max(data.size, 1 << 20):
-        # Overlapping (stride 0) views bigger than their storage: legal in torch, but in a
-        # state dict only a crafted file would use them to blow up memory.
-        raise UnsafeCheckpointError(
-            f"tensor of size {size} repeats a storage of {data.size} elements; refusing to expand it")
-    item = data.itemsize
-    view = np.lib.stride_tricks.as_strided(
-        data[offset:], shape=size, strides=tuple(s * item for s in stride), writeable=False)
-    return np.array(view, copy=True)
+        raise CheckpointError(f"{source}: tensor size {size} and stride {stride} differ in length")
+    itemsize = _element_dtype(code).itemsize
+    if storage.code != code and (storage.numel * np.dtype(storage.code).itemsize) % itemsize:
+        raise CheckpointError(
+            f"{source}: storage '{storage.key}' is not a whole number of {code} elements")
+    available = storage.numel * np.dtype(storage.code).itemsize // itemsize
+    numel = 1
+    for n in size:
+        numel *= n
+    if numel > MAX_INDEX:
+        raise CheckpointError(f"{source}: tensor size {size} has more than 2**62 elements")
+    if numel:
+        last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+        if last >= available:
+            raise CheckpointError(
+                f"{source}: tensor (offset {offset}, size {size}, stride {stride}) reaches element "
+                f"{last} of storage '{storage.key}', which has {available}: the file is corrupt")
+    elif offset > available:
+        raise CheckpointError(f"{source}: empty tensor at offset {offset} past its storage's end ({available})")
+    out_dtype = np.dtype(np.float32) if code == "bfloat16" else np.dtype(code)
+
+    def get() -> np.ndarray:
+        flat = storage.flat(code)
+        if numel == 0:
+            return _readonly(np.zeros(size, out_dtype))
+        return np.lib.stride_tricks.as_strided(
+            flat[offset:], shape=size, strides=tuple(s * flat.itemsize for s in stride), writeable=False)
+
+    return LazyTensor(size, out_dtype, get)
 
 
-def _finish(array: np.ndarray, dtype: str) -> np.ndarray:
-    return bfloat16_bits_to_float32(array) if dtype == "bfloat16" else array
+# --- the unpickler ------------------------------------------------------------------------
+
+def _make_set(items: Any = ()) -> set:
+    return set(_checked_items(items))
 
 
-def _rebuild_tensor(storage, storage_offset, size, stride):
-    if not isinstance(storage, _Storage) or storage.dtype is None:
-        raise UnsafeCheckpointError(f"a tensor rebuild got {type(storage).__name__}, not a typed storage")
-    return _finish(_view(storage.data, storage_offset, size, stride), storage.dtype)
+def _make_frozenset(items: Any = ()) -> frozenset:
+    return frozenset(_checked_items(items))
 
 
-def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False,
-                       backward_hooks=None, metadata=None):
-    return _rebuild_tensor(storage, storage_offset, size, stride)
+def _make_ordered_dict(items: Any = ()) -> collections.OrderedDict:
+    out: collections.OrderedDict = collections.OrderedDict()
+    for pair in _checked_sequence(items):
+        if type(pair) not in (tuple, list) or len(pair) != 2:
+            raise CheckpointError(f"OrderedDict item {_short(pair)} is not a (key, value) pair")
+        out[_checked_key(pair[0])] = pair[1]
+    return out
 
 
-def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, backward_hooks,
-                       dtype, metadata=None):
-    # Newer dtypes (uint16/32/64, float8...) are saved on an untyped byte storage plus a dtype.
-    if not isinstance(storage, _Storage) or not isinstance(dtype, _DType):
-        raise UnsafeCheckpointError("_rebuild_tensor_v3 expects a storage and a dtype")
-    np_dtype = dtype.numpy_dtype()
-    raw = storage.data
-    if storage.dtype is not None:
-        raw = raw.view(np.uint8)
-    if raw.size % np_dtype.itemsize:
-        raise UnsafeCheckpointError(
-            f"storage '{storage.key}' has {raw.size} bytes, not a whole number of {dtype} elements")
-    return _finish(_view(raw.view(np_dtype), storage_offset, size, stride), dtype.name)
+def _make_bytearray(data: Any = b"", encoding: Any = None) -> bytearray:
+    # bytearray(n) would allocate n bytes: only rebuilding stored bytes is allowed.
+    if type(data) is bytes and encoding is None:
+        return bytearray(data)
+    if type(data) is str and encoding in ("latin1", "latin-1"):
+        return bytearray(data.encode("latin1"))
+    raise UnsafeCheckpointError(f"bytearray({_short(data)}, {_short(encoding)}) does not rebuild stored bytes")
 
 
-def _rebuild_parameter(data, requires_grad, backward_hooks):
-    return data
+def _make_complex(real: Any = 0.0, imag: Any = 0.0) -> complex:
+    if type(real) not in (int, float) or type(imag) not in (int, float):
+        raise CheckpointError(f"complex({_short(real)}, {_short(imag)}) is not made of two numbers")
+    return complex(real, imag)
 
 
-def _rebuild_parameter_with_state(data, requires_grad, backward_hooks, state):
-    return data
-
-
-def _torch_size(dims=()):
-    return _int_tuple(tuple(dims), "size")
-
-
-def _torch_device(kind, index=None):
-    if not isinstance(kind, str) or not (index is None or isinstance(index, int)):
-        raise UnsafeCheckpointError(f"torch.device({kind!r}, {index!r}) is not a device")
-    return kind if index is None else f"{kind}:{index}"
-
-
-def _codecs_encode(text, encoding="utf-8"):
+def _codecs_encode(text: Any, encoding: Any = "utf-8") -> bytes:
     # Protocol-2 pickles store bytes as ``_codecs.encode(str, "latin1")``.
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise UnsafeCheckpointError(f"_codecs.encode is only allowed to rebuild bytes (latin1), got {encoding!r}")
+    if type(text) is not str or encoding not in ("latin1", "latin-1"):
+        raise UnsafeCheckpointError(
+            f"_codecs.encode is only allowed to rebuild bytes (latin1), got encoding {_short(encoding)}")
     return text.encode("latin1")
 
 
+def _torch_size(dims: Any = ()) -> Tuple[int, ...]:
+    return _int_tuple(dims, "size", "torch.Size")
+
+
+def _torch_device(kind: Any, index: Any = None) -> str:
+    if type(kind) is not str or len(kind) > 64 or not (index is None or type(index) is int):
+        raise CheckpointError(f"torch.device({_short(kind)}, {_short(index)}) is not a device")
+    return kind if index is None else f"{kind}:{index}"
+
+
+_HASH_SAFE = (str, bytes, bool, type(None), _DType, _StorageType)
+
+
+def _checked_key(key: Any) -> Any:
+    """``key`` if hashing and comparing it is cheap and collision-free enough, else an error.
+
+    Hashing a crafted tuple that shares itself through the memo takes exponential time, and
+    ints or floats of equal hash can be crafted to make a dict quadratic; str and bytes
+    hashes are randomized per process. So dict keys and set members are str, bytes, bool,
+    None, ints below 2**61 (distinct hashes) and short flat tuples of those.
+    """
+    t = type(key)
+    if t in _HASH_SAFE or (t is int and -(1 << 61) < key < (1 << 61)):
+        return key
+    if t is tuple and len(key) <= 16 and all(
+            type(k) in _HASH_SAFE or (type(k) is int and -(1 << 61) < k < (1 << 61)) for k in key):
+        return key
+    raise CheckpointError(
+        f"a dict key or set member is {_short(key)} ({t.__name__}); a state dict only uses strings, "
+        f"small ints and flat tuples of them")
+
+
+def _checked_sequence(items: Any) -> Iterable[Any]:
+    if type(items) not in (list, tuple):
+        raise CheckpointError(f"expected a list or tuple of items, got {type(items).__name__}")
+    return items
+
+
+def _checked_items(items: Any) -> List[Any]:
+    return [_checked_key(item) for item in _checked_sequence(items)]
+
+
 _ALLOWED: Dict[Tuple[str, str], Any] = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter_with_state,
+    ("collections", "OrderedDict"): _make_ordered_dict,
     ("torch", "Size"): _torch_size,
     ("torch", "device"): _torch_device,
     ("_codecs", "encode"): _codecs_encode,
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
-    ("builtins", "complex"): complex,
-    ("builtins", "bytearray"): bytearray,
+    ("builtins", "set"): _make_set,
+    ("builtins", "frozenset"): _make_frozenset,
+    ("builtins", "complex"): _make_complex,
+    ("builtins", "bytearray"): _make_bytearray,
 }
+# The rebuild functions need the unpickler (its storages, its file name): bound per load.
+_REBUILDS = ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3",
+             "_rebuild_parameter", "_rebuild_parameter_with_state")
+for _name in _REBUILDS:
+    _ALLOWED[("torch._utils", _name)] = _name
 for _name in _TORCH_DTYPES:
-    _ALLOWED[("torch", _name)] = _DType(_name)
-for _name, _dtype in _STORAGE_TYPES.items():
-    _ALLOWED[("torch", _name)] = _StorageType(_name, _dtype)
-    _ALLOWED[("torch.cuda", _name)] = _StorageType(_name, _dtype)
-_ALLOWED[("torch", "UntypedStorage")] = _StorageType("UntypedStorage", None)
-_ALLOWED[("torch.storage", "UntypedStorage")] = _StorageType("UntypedStorage", None)
+    _ALLOWED[("torch", _name)] = _DType(f"torch.{_name}")
+for _name in _STORAGE_TYPES:
+    _ALLOWED[("torch", _name)] = _StorageType(f"torch.{_name}")
+    _ALLOWED[("torch.cuda", _name)] = _StorageType(f"torch.{_name}")
+_ALLOWED[("torch", "UntypedStorage")] = _StorageType("torch.UntypedStorage")
+_ALLOWED[("torch.storage", "UntypedStorage")] = _StorageType("torch.UntypedStorage")
+
+
+def allowed_globals() -> frozenset:
+    """The ``(module, name)`` globals a checkpoint's pickle may reference; everything else is refused.
+
+    >>> ("builtins", "eval") in allowed_globals(), ("collections", "OrderedDict") in allowed_globals()
+    (False, True)
+    """
+    return frozenset(_ALLOWED)
+
+
+def _py3_name(module: str, name: str) -> Tuple[str, str]:
+    """Python 2 names (``__builtin__.set``, written by protocol-2 pickles) as Python 3 names."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[(module, name)]
+    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
+
+
+_OPS = pickle._Unpickler.dispatch  # the pure-Python unpickler's opcode table
 
 
 class _RestrictedUnpickler(pickle._Unpickler):
-    """The pure-Python unpickler with every way of reaching code closed but the allowlist.
+    """The pure-Python unpickler with every way of reaching code closed but the allowlist, and bounded.
 
     Callables reach a pickle only through ``find_class`` (GLOBAL, STACK_GLOBAL, INST, EXT*),
-    ``persistent_load`` and ``BUILD`` (which calls ``__setstate__``/``setattr``): the first
-    two are answered from the allowlist, and BUILD is only accepted on ``OrderedDict``
-    (where torch stores the state dict's ``_metadata``) and ignored there. The C unpickler
-    offers no hook for BUILD, hence the pure-Python one (a state dict's pickle is small:
-    the tensor data lives in separate records).
+    ``persistent_load`` and ``BUILD``: the first two are answered from the allowlist; INST,
+    OBJ, NEWOBJ and EXT* are refused; REDUCE only calls what the allowlist returned; BUILD is
+    only accepted on ``OrderedDict`` (where torch stores the state dict's ``_metadata``) and
+    ignored there. Every opcode is counted; integers, nesting, dict keys and set members
+    are checked as they are built. The C unpickler offers none of these hooks, hence the
+    pure-Python one (a state dict's pickle is small: the tensor data lives in other records).
     """
 
-    def __init__(self, file, read_record, source: str):
-        super().__init__(file)
-        self._read_record = read_record
+    def __init__(self, data: bytes, storage: Callable[[str, str, int], _Storage], source: str):
+        super().__init__(io.BytesIO(data))
+        self._storage = storage
         self._source = source
-        self._storages: Dict[str, _Storage] = {}
+        self._ops = 0
+        self._opcode = 0
+        self._rebuilds = {name: getattr(self, name) for name in _REBUILDS}
+        self._callables = {id(f): f for f in [*(v for v in _ALLOWED.values() if callable(v)),
+                                              *self._rebuilds.values()]}
+
+    # -- globals and persistent ids --
 
     def find_class(self, module: str, name: str) -> Any:
-        found = _ALLOWED.get((module, name))
+        if type(module) is not str or type(name) is not str:
+            raise UnsafeCheckpointError(f"{self._source}: a global named by a non-string {_short((module, name))}")
+        key = _py3_name(module, name)
+        found = _ALLOWED.get(key)
         if found is None:
             raise UnsafeCheckpointError(
-                f"refusing to load {self._source}: its pickle references '{module}.{name}', which a "
-                f"state dict never needs (allowed: tensors, storages, OrderedDict, plain containers "
-                f"and scalars). Nothing from the file was run. If you trust the file, convert it with "
-                f"PyTorch: safetensors.torch.save_file(torch.load(path), 'model.safetensors')")
+                f"refusing to load {self._source}: its pickle references {_short(module + '.' + name)}, "
+                f"which a state dict never needs (allowed: tensors, storages, OrderedDict, plain "
+                f"containers and scalars). Nothing from the file was run. If you trust the file, "
+                f"convert it with PyTorch: safetensors.torch.save_file(torch.load(path), 'model.safetensors')")
+        if type(found) is str:
+            return self._rebuilds[found]  # a rebuild function bound to this load
         return found
 
     def persistent_load(self, pid: Any) -> _Storage:
-        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] in ("storage", b"storage")):
-            raise UnsafeCheckpointError(f"{self._source}: unexpected persistent id {pid!r}")
-        _, storage_type, key, _location, numel = pid
-        if not isinstance(storage_type, _StorageType):
-            raise UnsafeCheckpointError(f"{self._source}: {storage_type!r} is not a storage type")
-        if isinstance(key, bytes):
-            key = key.decode("ascii")
-        if not isinstance(key, str) or not isinstance(numel, int) or numel < 0:
-            raise UnsafeCheckpointError(f"{self._source}: bad storage reference {pid!r}")
-        cached = self._storages.get(key)
-        if cached is not None:
-            return cached
-        code = "|u1" if storage_type.dtype is None else _TORCH_DTYPES[storage_type.dtype]
-        dtype = np.dtype("<u2") if code == "bfloat16" else np.dtype(code)
-        raw = self._read_record(key, numel * dtype.itemsize)
-        storage = _Storage(key, storage_type.dtype, np.frombuffer(raw, dtype) if numel else np.zeros(0, dtype))
-        self._storages[key] = storage
-        return storage
+        if type(pid) is not tuple or len(pid) != 5:
+            raise UnsafeCheckpointError(f"{self._source}: unexpected persistent id {_short(pid)}")
+        tag, storage_type, key, _location, numel = pid
+        if type(tag) is bytes:
+            tag = tag.decode("latin1")
+        if type(key) is bytes:
+            key = key.decode("latin1")
+        if tag != "storage" or not isinstance(storage_type, _StorageType):
+            raise UnsafeCheckpointError(f"{self._source}: unexpected persistent id {_short(pid)}")
+        if type(key) is not str or not 0 < len(key) <= MAX_KEY_LENGTH or not key.isascii() \
+                or not key.replace("_", "").replace("-", "").replace(".", "").isalnum():
+            raise CheckpointError(f"{self._source}: bad storage key {_short(key)}")
+        numel = _int(numel, "storage size", self._source)
+        dtype = storage_type.dtype
+        return self._storage(key, "|u1" if dtype is None else _TORCH_DTYPES[dtype], numel)
+
+    # -- tensor rebuilds (numpy implementations of torch._utils) --
+
+    def _rebuild_tensor(self, storage, storage_offset, size, stride):
+        if not isinstance(storage, _Storage):
+            raise UnsafeCheckpointError(f"{self._source}: a tensor rebuild got {type(storage).__name__}, not a storage")
+        return _strided(storage, storage.code, storage_offset, size, stride, self._source)
+
+    def _rebuild_tensor_v2(self, storage, storage_offset, size, stride, requires_grad=False,
+                           backward_hooks=None, metadata=None):
+        return self._rebuild_tensor(storage, storage_offset, size, stride)
+
+    def _rebuild_tensor_v3(self, storage, storage_offset, size, stride, requires_grad, backward_hooks,
+                           dtype, metadata=None):
+        # Newer dtypes (uint16/32/64, float8...) are saved on an untyped byte storage plus a dtype.
+        if not isinstance(storage, _Storage) or not isinstance(dtype, _DType):
+            raise UnsafeCheckpointError(f"{self._source}: _rebuild_tensor_v3 expects a storage and a dtype")
+        code = _TORCH_DTYPES.get(dtype.torch_name)
+        if code is None:
+            raise CheckpointError(f"{self._source}: unsupported tensor dtype {_short(dtype)}")
+        return _strided(storage, code, storage_offset, size, stride, self._source)
+
+    def _rebuild_parameter(self, data, requires_grad, backward_hooks):
+        return data
+
+    def _rebuild_parameter_with_state(self, data, requires_grad, backward_hooks, state):
+        return data
+
+    # -- opcodes --
+
+    def _count(self, cost: int) -> None:
+        self._ops += cost
+        if self._ops > MAX_PICKLE_OPS:
+            raise CheckpointError(
+                f"{self._source}: the pickle runs more opcodes than MAX_PICKLE_OPS ({MAX_PICKLE_OPS} units); "
+                f"refusing it as a resource bomb (raise ms_weightnorm._torch_pickle.MAX_PICKLE_OPS for a "
+                f"trusted file)")
+
+    def _load_long(self):
+        n = self.read(1)[0] if self._opcode == pickle.LONG1[0] else struct.unpack("<i", self.read(4))[0]
+        if not 0 <= n <= MAX_INT_BYTES:
+            raise CheckpointError(f"{self._source}: an integer of {n} bytes (at most {MAX_INT_BYTES} allowed)")
+        self.append(pickle.decode_long(self.read(n)))
+
+    def _load_text_int(self):
+        line = self.readline()
+        if len(line) > 90:
+            raise CheckpointError(f"{self._source}: an integer of {len(line)} digits")
+        if self._opcode == pickle.INT[0]:
+            if line == b"00\n":
+                self.append(False)
+            elif line == b"01\n":
+                self.append(True)
+            else:
+                self.append(int(line, 0))
+        else:
+            text = line[:-1]
+            self.append(int(text[:-1] if text.endswith(b"L") else text, 0))
+
+    def _load_mark(self):
+        if len(self.metastack) >= MAX_DEPTH:
+            raise CheckpointError(f"{self._source}: pickle marks nested deeper than {MAX_DEPTH}")
+        _OPS[pickle.MARK[0]](self)
+
+    def _target(self, kinds: Tuple[type, ...], what: str) -> Any:
+        target = self.stack[-1]
+        if type(target) not in kinds:
+            raise UnsafeCheckpointError(f"{self._source}: the pickle {what} a {type(target).__name__}")
+        return target
+
+    def _load_setitem(self):
+        value, key = self.stack.pop(), self.stack.pop()
+        self._target((dict, collections.OrderedDict), "sets items of")[_checked_key(key)] = value
+
+    def _load_setitems(self):
+        items = self.pop_mark()
+        target = self._target((dict, collections.OrderedDict), "sets items of")
+        if len(items) % 2:
+            raise CheckpointError(f"{self._source}: SETITEMS with an odd number of items")
+        for i in range(0, len(items), 2):
+            target[_checked_key(items[i])] = items[i + 1]
+
+    def _load_additems(self):
+        items = self.pop_mark()
+        self._target((set,), "adds items to").update(_checked_items(items))
+
+    def _load_frozenset(self):
+        items = frozenset(_checked_items(self.pop_mark()))  # pop_mark first: it switches self.append
+        self.append(items)
+
+    def _load_append(self):
+        value = self.stack.pop()
+        self._target((list,), "appends to").append(value)
+
+    def _load_appends(self):
+        items = self.pop_mark()
+        self._target((list,), "appends to").extend(items)
+
+    def _load_reduce(self):
+        args = self.stack.pop()
+        func = self.stack[-1]
+        if id(func) not in self._callables or self._callables[id(func)] is not func:
+            raise UnsafeCheckpointError(f"{self._source}: the pickle calls {_short(func)}, which is not allowed")
+        if type(args) is not tuple:
+            raise CheckpointError(f"{self._source}: call arguments are a {type(args).__name__}, not a tuple")
+        self.stack[-1] = func(*args)
 
     def _load_build(self):
         self.stack.pop()  # the state: ignored, an OrderedDict's BUILD carries only metadata
         inst = self.stack[-1]
-        if not isinstance(inst, collections.OrderedDict):
+        if type(inst) not in (collections.OrderedDict, dict):
             raise UnsafeCheckpointError(
                 f"refusing to load {self._source}: its pickle sets the state of a "
                 f"{type(inst).__name__}, which a state dict never does")
 
-    dispatch = dict(pickle._Unpickler.dispatch)
-    dispatch[pickle.BUILD[0]] = _load_build
+    def _load_inst(self):
+        module = self.readline()[:-1].decode("ascii")
+        name = self.readline()[:-1].decode("ascii")
+        self.find_class(module, name)  # names a refused global in the message, if it is one
+        self._refuse()
+
+    def _refuse(self):
+        raise UnsafeCheckpointError(
+            f"refusing to load {self._source}: its pickle builds an object by instantiating a class "
+            f"(opcode {bytes([self._opcode])!r}), which a state dict never does. Nothing from the file was run.")
+
+    def _load_ext(self):
+        raise UnsafeCheckpointError(
+            f"refusing to load {self._source}: its pickle uses the copyreg extension registry, which a "
+            f"state dict never does. Nothing from the file was run.")
+
+    _overrides = {
+        pickle.LONG1: _load_long, pickle.LONG4: _load_long,
+        pickle.INT: _load_text_int, pickle.LONG: _load_text_int,
+        pickle.MARK: _load_mark,
+        pickle.SETITEM: _load_setitem, pickle.SETITEMS: _load_setitems,
+        pickle.ADDITEMS: _load_additems, pickle.FROZENSET: _load_frozenset,
+        pickle.APPEND: _load_append, pickle.APPENDS: _load_appends,
+        pickle.REDUCE: _load_reduce, pickle.BUILD: _load_build,
+        pickle.INST: _load_inst, pickle.OBJ: _refuse, pickle.NEWOBJ: _refuse, pickle.NEWOBJ_EX: _refuse,
+        pickle.EXT1: _load_ext, pickle.EXT2: _load_ext, pickle.EXT4: _load_ext,
+    }
 
 
-# --- zip archives ---------------------------------------------------------------------------
+
+_COST = {pickle.EMPTY_SET[0]: 4, pickle.FROZENSET[0]: 4, pickle.MEMOIZE[0]: 2, pickle.PUT[0]: 2,
+         pickle.BINPUT[0]: 2, pickle.LONG_BINPUT[0]: 2, pickle.EMPTY_DICT[0]: 2}
+
+
+def _counted(opcode: int, handler: Callable) -> Callable:
+    cost = _COST.get(opcode, 1)
+
+    def run(self: _RestrictedUnpickler) -> None:
+        self._count(cost)
+        self._opcode = opcode
+        handler(self)
+    return run
+
+
+_RestrictedUnpickler.dispatch = {op: _counted(op, fn) for op, fn in _OPS.items()}
+_RestrictedUnpickler.dispatch.update(
+    {op[0]: _counted(op[0], fn) for op, fn in _RestrictedUnpickler._overrides.items()})
+
+
+# --- the object tree ----------------------------------------------------------------------
+
+_CONTAINERS = (list, tuple, dict, collections.OrderedDict, set, frozenset)
+
+
+def _finish_tree(root: Any, leaf: Callable[[Any], Any], source: str) -> Any:
+    """``root`` with every leaf replaced by ``leaf(x)``; refuses nesting deeper than MAX_DEPTH and cycles.
+
+    Iterative and visiting each container once, so shared sub-structures (a tuple that
+    contains itself through the memo, 2**60 times once expanded) cost their size, not their
+    expansion. A state dict never refers to itself, so a cycle is refused rather than kept.
+    """
+    done: Dict[int, Tuple[Any, int]] = {}
+    open_: set = set()
+    stack: List[Tuple[Any, bool]] = [(root, False)]
+    while stack:
+        obj, finished = stack.pop()
+        if type(obj) not in _CONTAINERS or id(obj) in done:
+            continue
+        children = obj.values() if isinstance(obj, dict) else obj
+        if not finished:
+            if id(obj) in open_:
+                raise CheckpointError(f"{source}: the pickle's objects contain themselves; a state dict never does")
+            open_.add(id(obj))
+            stack.append((obj, True))
+            stack.extend((c, False) for c in children if type(c) in _CONTAINERS and id(c) not in done)
+            continue
+        open_.discard(id(obj))
+        depth = 1 + max((done[id(c)][1] for c in children if type(c) in _CONTAINERS), default=0)
+        if depth > MAX_DEPTH:
+            raise CheckpointError(f"{source}: containers nested deeper than {MAX_DEPTH}; a state dict needs a few")
+
+        def new(c: Any) -> Any:
+            return done[id(c)][0] if type(c) in _CONTAINERS else leaf(c)
+
+        if type(obj) is list:
+            obj[:] = [new(c) for c in obj]
+            result = obj
+        elif isinstance(obj, dict):
+            for k in obj:
+                obj[k] = new(obj[k])
+            result = obj
+        elif type(obj) is tuple:
+            result = tuple(new(c) for c in obj)
+        else:
+            result = obj  # sets: members are hash-safe scalars
+        done[id(obj)] = (result, depth)
+    return done[id(root)][0] if type(root) in _CONTAINERS else leaf(root)
+
+
+def _materialize(x: Any) -> Any:
+    if isinstance(x, LazyTensor):
+        return x.array()
+    if isinstance(x, _Storage):
+        return x.flat(x.code)
+    return x
+
+
+def _as_lazy(x: Any) -> Any:
+    if isinstance(x, _Storage):  # a bare storage: its elements as a 1-D tensor
+        return _strided(x, x.code, 0, (x.numel,), (1,), "")
+    return x
+
+
+# --- files --------------------------------------------------------------------------------
+
+def _open_regular(path: str) -> Tuple[int, int]:
+    """An fd of ``path`` and its size; refuses FIFOs, devices and directories without blocking."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise CheckpointError(f"{path} is not a regular file (a FIFO, device or directory); refusing to read it")
+        return fd, info.st_size
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _map(fd: int, size: int) -> Optional[mmap.mmap]:
+    return mmap.mmap(fd, size, access=mmap.ACCESS_READ) if size else None
+
 
 _PICKLE_MAGIC = 0x1950A86A20F9469CFC6C
+_CONVERT = ("Convert it once with PyTorch: torch.save(torch.load(path), 'converted.pt') writes the "
+            "zip format, or safetensors.torch.save_file(torch.load(path), 'model.safetensors')")
 
 
 def _is_legacy_torch_file(head: bytes) -> bool:
@@ -325,79 +737,169 @@ def _is_legacy_torch_file(head: bytes) -> bool:
     return head[:3] == b"\x80\x02\x8a" and int.from_bytes(head[4:14], "little") == _PICKLE_MAGIC
 
 
-def read_torch_zip(path: str) -> Any:
-    """Load the object ``torch.save`` wrote to ``path`` (zip format) with numpy; tensors become arrays.
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
-    Raises :class:`UnsafeCheckpointError` (and runs nothing) if the pickle references
-    anything but what a state dict needs, and ``ValueError`` for the legacy non-zip format or
-    a TorchScript archive.
+
+def _zip_error(path: str, err: BaseException) -> CheckpointError:
+    # Only messages known to hold no file-controlled objects are quoted.
+    text = str(err) if isinstance(err, (zipfile.BadZipFile, EOFError, OSError, struct.error)) else ""
+    return CheckpointError(f"{path} is not a valid torch.save archive: {type(err).__name__} {_clip(text)}".rstrip())
+
+
+def read_torch_zip(path: str, lazy: bool = False) -> Any:
+    """Load the object ``torch.save`` wrote to ``path`` (zip format) with numpy.
+
+    Tensors become read-only numpy arrays (views of the memory-mapped file where possible),
+    or :class:`LazyTensor` descriptions when ``lazy``. Raises :class:`UnsafeCheckpointError`
+    (and runs nothing) if the pickle references anything but what a state dict needs, and
+    :class:`CheckpointError` (a ``ValueError``) for a malformed, truncated or oversized file,
+    the legacy non-zip format or a TorchScript archive.
     """
-    with open(path, "rb") as f:
-        head = f.read(16)
-    if not zipfile.is_zipfile(path):
-        convert = ("Convert it once with PyTorch: torch.save(torch.load(path), 'converted.pt') writes "
-                   "the zip format, or safetensors.torch.save_file(torch.load(path), 'model.safetensors')")
+    fd, size = _open_regular(path)
+    try:
+        head = os.pread(fd, 16, 0)
+        mapped = _map(fd, size)
+    finally:
+        os.close(fd)
+    if head[:2] != b"PK":
         if _is_legacy_torch_file(head):
-            raise ValueError(
+            raise CheckpointError(
                 f"{path} is in PyTorch's legacy (pre-1.6, non-zip) format, which is not supported "
-                f"without torch. {convert}")
+                f"without torch. {_CONVERT}")
         if head[:1] == b"\x80":
-            raise ValueError(
+            raise CheckpointError(
                 f"{path} is a bare pickle, not PyTorch's zip format; it is not unpickled here (a "
-                f"pickle can run code). {convert}")
-        raise ValueError(f"{path} is not a PyTorch checkpoint (neither a zip archive nor a legacy torch file)")
-    with zipfile.ZipFile(path) as zf:
-        names = zf.namelist()
-        pickles = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
-        if any(n.endswith("/constants.pkl") for n in names):
-            raise ValueError(
-                f"{path} is a TorchScript archive (torch.jit.save), not a state dict; in PyTorch run "
-                f"torch.save(torch.jit.load(path).state_dict(), 'state.pt') and load that")
-        if len(pickles) != 1:
-            raise ValueError(f"{path}: expected one '<archive>/data.pkl' record in the zip, found {pickles}")
-        prefix = pickles[0][: -len("data.pkl")]
-        order = "little"
-        if prefix + "byteorder" in names:
-            order = zf.read(prefix + "byteorder").decode("ascii").strip()
-        if order != "little":
-            raise ValueError(
-                f"{path}: byte order {order!r} is not supported (only little-endian checkpoints); "
-                f"re-save it with PyTorch on a little-endian machine")
-
-        def read_record(key: str, nbytes: int) -> bytes:
-            name = f"{prefix}data/{key}"
-            try:
-                info = zf.getinfo(name)
-            except KeyError:
-                raise ValueError(f"{path}: storage record '{name}' is missing; the file is corrupt") from None
-            if info.file_size != nbytes:
-                raise ValueError(
-                    f"{path}: storage record '{name}' holds {info.file_size} bytes, expected {nbytes}")
-            return zf.read(name)
-
-        data = zf.read(pickles[0])
-        return _plain(_RestrictedUnpickler(io.BytesIO(data), read_record, path).load(), {})
+                f"pickle can run code). {_CONVERT}")
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (neither a zip archive nor a legacy torch file)")
+    try:
+        with zipfile.ZipFile(_MappedFile(mapped)) as zf:
+            return _read_archive(path, zf, mapped, size, lazy)
+    except CheckpointError as err:
+        if path in str(err):
+            raise
+        raise type(err)(f"{path}: {err}") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, struct.error, ValueError,
+            KeyError, IndexError, OverflowError, NotImplementedError, UnicodeDecodeError, MemoryError) as err:
+        raise _zip_error(path, err) from None
 
 
-def _plain(obj: Any, seen: Dict[int, Any]) -> Any:
-    """Replace the unpickler's internal markers (bare storages, dtypes) by plain values."""
-    if isinstance(obj, _Storage):
-        return _finish(obj.data.copy(), obj.dtype) if obj.dtype else obj.data.copy()
-    if isinstance(obj, _DType):
-        return repr(obj)
-    if isinstance(obj, (dict, list)):
-        if id(obj) in seen:
-            return obj
-        seen[id(obj)] = obj
-        if isinstance(obj, dict):
-            for key in list(obj):
-                obj[key] = _plain(obj[key], seen)
-        else:
-            obj[:] = [_plain(x, seen) for x in obj]
-        return obj
-    if type(obj) is tuple:
-        return tuple(_plain(x, seen) for x in obj)
-    return obj
+class _MappedFile(io.RawIOBase):
+    """A seekable read-only file over a memory map (zipfile reads its directory through it)."""
+
+    def __init__(self, mapped: Optional[mmap.mmap]):
+        self._data = memoryview(mapped) if mapped is not None else memoryview(b"")
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        self._pos = max(0, pos if whence == 0 else self._pos + pos if whence == 1 else len(self._data) + pos)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readinto(self, buffer) -> int:
+        chunk = self._data[self._pos:self._pos + len(buffer)]
+        buffer[:len(chunk)] = chunk
+        self._pos += len(chunk)
+        return len(chunk)
+
+
+def _read_archive(path: str, zf: zipfile.ZipFile, mapped: mmap.mmap, size: int, lazy: bool) -> Any:
+    infos = zf.infolist()
+    if len(infos) > MAX_ZIP_RECORDS:
+        raise CheckpointError(f"{path}: {len(infos)} zip records (at most {MAX_ZIP_RECORDS})")
+    by_name: Dict[str, zipfile.ZipInfo] = {}
+    for info in infos:
+        if info.filename in by_name:
+            raise CheckpointError(f"{path}: the zip holds two records named {_short(info.filename)}")
+        by_name[info.filename] = info
+    pickles = [n for n in by_name if n.endswith("/data.pkl") and n.count("/") == 1]
+    if any(n.endswith("/constants.pkl") for n in by_name):
+        raise CheckpointError(
+            f"{path} is a TorchScript archive (torch.jit.save), not a state dict; in PyTorch run "
+            f"torch.save(torch.jit.load(path).state_dict(), 'state.pt') and load that")
+    if len(pickles) != 1:
+        raise CheckpointError(f"{path}: expected one '<archive>/data.pkl' record in the zip, found {_short(pickles)}")
+    prefix = pickles[0][: -len("data.pkl")]
+
+    def small(name: str, limit: int) -> bytes:
+        info = by_name[name]
+        if info.file_size > limit:
+            raise CheckpointError(f"{path}: record '{_clip(name)}' holds {info.file_size} bytes "
+                                  f"(at most {limit} allowed)")
+        return zf.read(info)  # zipfile checks the CRC of a whole read
+
+    order = "little"
+    if prefix + "byteorder" in by_name:
+        order = small(prefix + "byteorder", MAX_SMALL_RECORD).decode("ascii", "replace").strip()
+    if order != "little":
+        raise CheckpointError(
+            f"{path}: byte order {_short(order)} is not supported (only little-endian checkpoints); "
+            f"re-save it with PyTorch on a little-endian machine")
+
+    view = memoryview(mapped) if mapped is not None else memoryview(b"")
+    storages: Dict[str, _Storage] = {}
+
+    def storage(key: str, code: str, numel: int) -> _Storage:
+        found = storages.get(key)
+        if found is not None:
+            if found.code != code or found.numel != numel:
+                raise CheckpointError(
+                    f"{path}: storage '{key}' is referenced as {found.numel} x {found.code} and as "
+                    f"{numel} x {code}; the file is corrupt")
+            return found
+        name = f"{prefix}data/{key}"
+        info = by_name.get(name)
+        if info is None:
+            raise CheckpointError(f"{path}: storage record '{_clip(name)}' is missing; the file is corrupt")
+        nbytes = numel * np.dtype(code).itemsize
+        if info.file_size != nbytes:
+            raise CheckpointError(
+                f"{path}: storage record '{name}' holds {info.file_size} bytes, expected {nbytes}")
+        if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 1:
+            raise CheckpointError(
+                f"{path}: storage record '{name}' is compressed or encrypted; torch.save never writes "
+                f"such records (the file was repacked). Re-save it with torch.save")
+        # Where the record's bytes start: after its local header (30 bytes, name, extra field).
+        local = bytes(view[info.header_offset:info.header_offset + 30])
+        if len(local) != 30 or local[:4] != b"PK\x03\x04":
+            raise CheckpointError(f"{path}: storage record '{name}' has no valid local header; the file is corrupt")
+        name_len, extra_len = struct.unpack("<HH", local[26:30])
+        start = info.header_offset + 30 + name_len + extra_len
+        if bytes(view[info.header_offset + 30:info.header_offset + 30 + name_len]) != info.orig_filename.encode(
+                "utf-8" if info.flag_bits & 0x800 else "cp437", "replace") or start + nbytes > size:
+            raise CheckpointError(f"{path}: storage record '{name}' does not match its directory entry or "
+                                  f"runs past the end of the file; the file is corrupt or truncated")
+
+        def read() -> memoryview:
+            data = view[start:start + nbytes]
+            if zlib.crc32(data) != info.CRC:
+                raise CheckpointError(f"{path}: storage record '{name}' fails its CRC check; the file is corrupt")
+            return data
+
+        found = storages[key] = _Storage(key, code, numel, read)
+        return found
+
+    data = small(pickles[0], MAX_PICKLE_BYTES)
+    unpickler = _RestrictedUnpickler(data, storage, path)
+    try:
+        obj = unpickler.load()
+    except CheckpointError:
+        raise
+    except Exception as err:  # malformed pickles raise anything; never format their objects
+        detail = str(err) if isinstance(err, (EOFError, pickle.UnpicklingError, UnicodeDecodeError,
+                                              struct.error)) else ""
+        raise CheckpointError(
+            f"{path}: its pickle is malformed or truncated ({type(err).__name__}"
+            f"{': ' + _clip(detail) if detail else ''}); the file is corrupt") from None
+    return _finish_tree(obj, _as_lazy if lazy else _materialize, path)
 
 
 # --- safetensors ----------------------------------------------------------------------------
@@ -411,8 +913,23 @@ _ST_DTYPES: Dict[str, str] = {
 _NP_TO_ST = {np.dtype(v).str: k for k, v in _ST_DTYPES.items() if v != "bfloat16"}
 
 
-def read_safetensors(path: str) -> Dict[str, np.ndarray]:
-    """Read a ``.safetensors`` file into numpy arrays (BF16 widened to float32, exactly).
+def _flat_tensor(buffer: memoryview, code: str, shape: Tuple[int, ...]) -> LazyTensor:
+    out_dtype = np.dtype(np.float32) if code == "bfloat16" else np.dtype(code)
+
+    def get() -> np.ndarray:
+        array = np.frombuffer(buffer, _element_dtype(code)).reshape(shape)
+        return _readonly(bfloat16_bits_to_float32(array)) if code == "bfloat16" else array
+
+    return LazyTensor(shape, out_dtype, get)
+
+
+def read_safetensors(path: str, lazy: bool = False) -> Dict[str, Any]:
+    """Read a ``.safetensors`` file: read-only numpy arrays (BF16 widened to float32, exactly).
+
+    The header is validated by the ``safetensors`` package (the reference implementation:
+    contiguous offsets covering the data exactly, unique keys, integer shapes, a 100 MB
+    header limit). The data is memory-mapped, so arrays are views of the file until copied;
+    with ``lazy`` the values are :class:`LazyTensor` descriptions and nothing is read.
 
     >>> import tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "t.safetensors")
@@ -420,46 +937,115 @@ def read_safetensors(path: str) -> Dict[str, np.ndarray]:
     >>> read_safetensors(path)["w"].tolist()
     [0.0, 1.0, 2.0]
     """
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        head = f.read(8)
+    import safetensors  # a MindSpore dependency; imported here to keep this module's import light
+
+    fd, size = _open_regular(path)
+    try:
+        head = os.pread(fd, 8, 0)
         if len(head) != 8:
-            raise ValueError(f"{path} is not a safetensors file (too short)")
-        (n,) = struct.unpack("<Q", head)
-        if n > size - 8:
-            raise ValueError(f"{path} is not a safetensors file (header length {n} > file size)")
+            raise CheckpointError(f"{path} is not a safetensors file (shorter than 8 bytes)")
+        (header_len,) = struct.unpack("<Q", head)
+        if header_len > SAFETENSORS_MAX_HEADER or 8 + header_len > size:
+            raise CheckpointError(
+                f"{path} is not a valid safetensors file: header length {header_len} exceeds the file "
+                f"({size} bytes) or the 100 MB limit")
+        # Validate the very file we hold open (not whatever the path names a moment later).
+        proc = f"/proc/self/fd/{fd}"
         try:
-            header = json.loads(f.read(n))
-        except ValueError as err:
-            raise ValueError(f"{path} is not a safetensors file: {err}") from None
-        data = f.read()
-    if not isinstance(header, dict):
-        raise ValueError(f"{path} is not a safetensors file (header is not a JSON object)")
-    out: Dict[str, np.ndarray] = {}
-    for key, info in header.items():
-        if key == "__metadata__":
+            with safetensors.safe_open(proc if os.path.exists(proc) else path, framework="numpy") as f:
+                # The numpy backend refuses BF16 and does not expose offsets, so the data is
+                # read here: safetensors has checked that the offsets are contiguous, in
+                # ``offset_keys`` order, and cover the data exactly, so each tensor's offset
+                # is the sum of the sizes before it.
+                specs = [(k, f.get_slice(k).get_dtype(), tuple(f.get_slice(k).get_shape()))
+                         for k in f.offset_keys()]
+        except Exception as err:  # SafetensorError, and whatever else the binding raises
+            raise CheckpointError(f"{path} is not a valid safetensors file: {_clip(str(err))}") from None
+        mapped = _map(fd, size)
+    finally:
+        os.close(fd)
+    view = memoryview(mapped) if mapped is not None else memoryview(b"")
+    out: Dict[str, Any] = {}
+    offset = 8 + header_len
+    for key, tag, shape in specs:
+        code = _ST_DTYPES.get(tag)
+        if code is None:
+            raise CheckpointError(f"{path}: tensor '{key}' has dtype {tag}, which is not supported here")
+        numel = 1
+        for d in shape:
+            numel *= d
+        nbytes = numel * _element_dtype(code).itemsize
+        if offset + nbytes > size:  # safetensors checked this; kept so no read can run past the map
+            raise CheckpointError(f"{path}: tensor '{key}' runs past the end of the file")
+        out[key] = _flat_tensor(view[offset:offset + nbytes], code, shape)
+        offset += nbytes
+    if offset != size:
+        raise CheckpointError(f"{path}: the tensors cover {offset - 8 - header_len} bytes of "
+                              f"{size - 8 - header_len} bytes of data; the file changed while being read")
+    return out if lazy else {k: t.array() for k, t in out.items()}
+
+
+def atomic_write(path: str, chunks: Iterable[bytes]) -> None:
+    """Write ``chunks`` to ``path`` so that ``path`` is always either its old file or the whole new one.
+
+    The data goes to a new file with an unpredictable name in the same directory, created
+    exclusively and without following symlinks (a link planted at any name cannot redirect
+    the write), with the permissions any new file gets (the kernel applies the umask). It is
+    flushed and fsynced, renamed over ``path`` (atomic; a symlink at ``path`` itself is
+    replaced, not followed), and the directory is fsynced. Concurrent writers each complete:
+    the last rename wins, with one writer's whole file. On any error the temporary file is
+    removed and ``path`` is untouched.
+
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "f.bin")
+    >>> atomic_write(path, [b"ab", b"c"])
+    >>> open(path, "rb").read()
+    b'abc'
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    base = os.path.basename(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    while True:
+        tmp = os.path.join(directory, f".{base}.{secrets.token_hex(8)}.tmp")
+        try:
+            fd = os.open(tmp, flags, 0o666)
+            break
+        except FileExistsError:
             continue
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
         try:
-            code = _ST_DTYPES[info["dtype"]]
-            shape = tuple(int(n) for n in info["shape"])
-            begin, end = (int(x) for x in info["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(
-                f"{path}: tensor '{key}' has an unsupported dtype or a malformed entry {info!r}") from None
-        dtype = np.dtype("<u2") if code == "bfloat16" else np.dtype(code)
-        if not 0 <= begin <= end <= len(data) or end - begin != math.prod(shape) * dtype.itemsize:
-            raise ValueError(f"{path}: tensor '{key}' has data offsets {begin, end} that do not fit shape {shape}")
-        array = np.frombuffer(data, dtype, count=math.prod(shape), offset=begin).reshape(shape).copy()
-        out[key] = _finish(array, code)
-    return out
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass  # some file systems cannot fsync a directory; the rename itself is done
+    finally:
+        os.close(dir_fd)
 
 
 def write_safetensors(path: str, tensors: Mapping[str, np.ndarray], bfloat16=frozenset(),
                       metadata: Optional[Mapping[str, str]] = None) -> None:
     """Write numpy arrays to ``path`` in the safetensors format; keys in ``bfloat16`` are stored as BF16.
 
-    The file is written to a temporary name first and renamed, so a failed write leaves no
-    half-written file behind.
+    Written here rather than with ``safetensors.serialize`` because numpy has no bfloat16
+    dtype and that function's signature changed across versions (dicts of bytes, then raw
+    pointers); the format is a JSON header and the raw bytes, and the tests read every file
+    written here back with the reference implementation. The write is atomic (see
+    :func:`atomic_write`).
     """
     header: Dict[str, Any] = {}
     if metadata:
@@ -481,14 +1067,4 @@ def write_safetensors(path: str, tensors: Mapping[str, np.ndarray], bfloat16=fro
         offset += len(raw)
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
     text += b" " * (-len(text) % 8)  # the format aligns the data section to 8 bytes
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(struct.pack("<Q", len(text)))
-            f.write(text)
-            for raw in chunks:
-                f.write(raw)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, [struct.pack("<Q", len(text)), text, *chunks])

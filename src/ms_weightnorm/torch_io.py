@@ -1,8 +1,10 @@
 """Move weights between PyTorch checkpoints and MindSpore networks, weight norm included.
 
-PyTorch is never imported here. ``.pt``/``.pth``/``.bin`` files are read with a restricted
-unpickler (see :mod:`ms_weightnorm._torch_pickle`): only what a state dict needs is admitted,
-anything else is refused before it runs. ``.safetensors`` files are read and written directly.
+PyTorch is never imported here. ``.pt``/``.pth``/``.bin`` files are read with a restricted,
+bounded unpickler (see :mod:`ms_weightnorm._torch_pickle`): only what a state dict needs is
+admitted, anything else is refused before it runs. ``.safetensors`` files are validated by the
+``safetensors`` package and memory-mapped. Loading reads tensors as descriptions first and
+copies only those that go into the network; saving is atomic.
 
 Names are matched cell by cell: the checkpoint key of a Parameter is the cell's path plus the
 Parameter's PyTorch name. Three things differ between the frameworks and are mapped here:
@@ -23,7 +25,6 @@ Parameter's PyTorch name. Three things differ between the frameworks and are map
 from __future__ import annotations
 
 import os
-import zipfile
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 
@@ -32,12 +33,22 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn
 
 from .functional import g_shape
-from ._torch_pickle import UnsafeCheckpointError, read_safetensors, read_torch_zip, write_safetensors
+from ._torch_pickle import (
+    CheckpointError,
+    LazyTensor,
+    UnsafeCheckpointError,
+    _open_regular,
+    _short,
+    read_safetensors,
+    read_torch_zip,
+    write_safetensors,
+)
 from .parametrize import invalidate_compiled_graphs, original_class
 from .weight_norm import WeightNorm, WeightNormParametrization, weight_norms
 
 __all__ = [
     "LoadResult",
+    "CheckpointError",
     "UnsafeCheckpointError",
     "load_torch_state_dict",
     "save_torch_state_dict",
@@ -208,7 +219,16 @@ def _is_torch_tensor(x: Any) -> bool:
     return type(x).__module__.startswith("torch") and hasattr(x, "detach") and hasattr(x, "numpy")
 
 
+def _check_value(key: str, x: Any) -> None:
+    """Raise the error :func:`_to_numpy` would, without converting anything."""
+    if isinstance(x, (np.ndarray, Tensor, int, float, bool, np.generic)) or _is_torch_tensor(x):
+        return
+    _to_numpy(key, x)
+
+
 def _to_numpy(key: str, x: Any) -> np.ndarray:
+    if isinstance(x, LazyTensor):
+        return x.array()
     if isinstance(x, np.ndarray):
         return x
     if _is_torch_tensor(x):
@@ -225,7 +245,7 @@ def _to_numpy(key: str, x: Any) -> np.ndarray:
             f"source['{key}'] is a {type(x).__name__}, not a tensor: the checkpoint nests its state "
             f"dict (a training checkpoint?). Pass the inner mapping, e.g. "
             f"load_torch_state_dict(net, read_torch_checkpoint(path)['{key}'])")
-    raise TypeError(f"source['{key}'] is a {type(x).__name__}, not an array or tensor")
+    raise TypeError(f"source[{_short(key)}] is a {type(x).__name__}, not an array or tensor")
 
 
 def read_torch_checkpoint(path: PathLike) -> Any:
@@ -235,8 +255,10 @@ def read_torch_checkpoint(path: PathLike) -> Any:
     ``.bin``; the zip format) give the saved object (often a dict, possibly nested, e.g.
     ``{"generator": state_dict}``), unpickled with an allowlist: tensors, storages,
     ``OrderedDict``, plain containers and scalars. A file that references anything else
-    raises :class:`UnsafeCheckpointError` and nothing from it runs. bfloat16 tensors are
-    returned as float32 (exactly).
+    raises :class:`UnsafeCheckpointError` and nothing from it runs; a malformed, truncated or
+    oversized file raises :class:`CheckpointError` (a ``ValueError``) naming it. bfloat16
+    tensors are returned as float32 (exactly). Arrays are read-only and may be views of the
+    memory-mapped file (tensors sharing a storage share memory): copy one to modify it.
 
     >>> import os, tempfile, numpy as np
     >>> from ms_weightnorm._torch_pickle import write_safetensors
@@ -245,36 +267,80 @@ def read_torch_checkpoint(path: PathLike) -> Any:
     >>> read_torch_checkpoint(path)["fc.weight"].tolist()
     [[1.0, 0.0], [0.0, 1.0]]
     """
+    return _read(path, lazy=False)
+
+
+def _read(path: PathLike, lazy: bool) -> Any:
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint file at {path!r}")
-    with open(path, "rb") as f:
-        head = f.read(9)
+    head = _head(path)
     # By content, not by name: .bin and .ckpt are used for both formats in the wild.
     if path.endswith(".safetensors") or head[8:9] == b"{":
-        return read_safetensors(path)
-    if zipfile.is_zipfile(path) or head[:1] == b"\x80":
-        return read_torch_zip(path)
-    raise ValueError(
+        return read_safetensors(path, lazy=lazy)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        return read_torch_zip(path, lazy=lazy)
+    raise CheckpointError(
         f"{path!r} is neither a safetensors file nor a torch.save file: expected a .safetensors, "
         f".pt, .pth or .bin checkpoint written by PyTorch")
 
 
-def _source_arrays(source: Any) -> Dict[str, np.ndarray]:
+def _head(path: str) -> bytes:
+    fd, _ = _open_regular(path)  # refuses FIFOs and devices without blocking
+    try:
+        return os.pread(fd, 9, 0)
+    finally:
+        os.close(fd)
+
+
+class _Source(Mapping):
+    """A checkpoint's entries, each converted to numpy only when the loader asks for it.
+
+    Entries read from a file are :class:`LazyTensor` descriptions: one that is bigger than
+    every Parameter of the network cannot be loaded anywhere, so instead of reading it the
+    loader gets a zero-cost stand-in of its shape (``np.broadcast_to``), which the shape
+    checks then report. So loading costs what the network needs, whatever the file holds.
+    """
+
+    def __init__(self, entries: Mapping[str, Any], limit: int):
+        self._entries = entries
+        self._limit = limit
+        self._done: Dict[str, np.ndarray] = {}
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        found = self._done.get(key)
+        if found is None:
+            value = self._entries[key]
+            if isinstance(value, LazyTensor):
+                found = (np.broadcast_to(np.zeros((), value.dtype), value.shape) if value.size > self._limit
+                         else value.array())
+            else:
+                found = _to_numpy(key, value)
+            self._done[key] = found
+        return found
+
+    def __iter__(self):
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _source_arrays(source: Any, limit: int) -> _Source:
     if isinstance(source, (str, os.PathLike)):
-        loaded = read_torch_checkpoint(source)
+        loaded = _read(source, lazy=True)
         if not isinstance(loaded, Mapping):
             raise TypeError(f"{os.fspath(source)!r} holds a {type(loaded).__name__}, not a state dict")
         source = loaded
     if not isinstance(source, Mapping):
         raise TypeError(
             f"source must be a checkpoint path or a mapping of names to arrays, got {type(source).__name__}")
-    out = {}
     for key, value in source.items():
         if not isinstance(key, str):
-            raise TypeError(f"state dict keys must be strings, got {key!r}")
-        out[key] = _to_numpy(key, value)
-    return out
+            raise TypeError(f"state dict keys must be strings, got {_short(key)}")
+        if not isinstance(value, (LazyTensor, np.ndarray)):
+            _check_value(key, value)
+    return _Source(source, limit)
 
 
 # --- loading ----------------------------------------------------------------------------------
@@ -374,6 +440,16 @@ def load_torch_state_dict(net: nn.Cell, source: Union[PathLike, Mapping[str, Any
     ``strict=False`` everything that fits is loaded and the rest is returned: a key whose
     shape does not fit counts as missing (its Parameter) and unexpected (its key).
 
+    Tied Parameters (one Parameter object reachable under two paths, e.g. an output layer
+    sharing the embedding's table) take the value of whichever of their keys the checkpoint
+    holds; if it holds several with different values, a ``ValueError`` names them and nothing
+    is loaded, whatever ``strict``.
+
+    A file is read as tensor descriptions first; only the tensors that go into the network
+    are read and copied. A malformed file raises :class:`CheckpointError` (a ``ValueError``)
+    naming it, and one that asks to run code raises :class:`UnsafeCheckpointError`; in both
+    cases nothing is loaded.
+
     Values are converted to each Parameter's dtype (bfloat16 included). The network may
     have run already, in GRAPH_MODE or under ``ms.jit``: its compiled graphs are dropped so
     that the next call uses the loaded values.
@@ -393,19 +469,22 @@ def load_torch_state_dict(net: nn.Cell, source: Union[PathLike, Mapping[str, Any
     >>> net[0].weight.asnumpy().astype(float).round(3).tolist()
     [[1.2, 0.0, 1.6], [0.0, 1.0, 0.0]]
     """
-    src = _source_arrays(source)
+    targets = _targets(net)
+    limit = max((int(np.prod(p.shape)) for t in targets for p in t.params), default=0)
+    src = _source_arrays(source, limit)
     used: set = set()
-    absent: List[str] = []       # Parameters with no key at all
+    absent: List[_Target] = []   # weights with no key at all
     problems: List[str] = []     # keys found but unusable (shape, format)
     bad_params: List[str] = []
     bad_keys: set = set()
-    updates: List[Tuple[Parameter, np.ndarray]] = []
-    targets = _targets(net)
+    # id(Parameter) -> (value, checkpoint key it came from): a tied Parameter appears once.
+    values_of: Dict[int, Tuple[Parameter, np.ndarray, str]] = {}
+    conflicts: List[str] = []
     for target in targets:
         try:
             kind, keys = _find(target, src)
             if not kind:
-                absent.extend(target.keys)
+                absent.append(target)
                 continue
             values = _values_for(target, kind, keys, src)
         except _Problem as err:
@@ -414,17 +493,31 @@ def load_torch_state_dict(net: nn.Cell, source: Union[PathLike, Mapping[str, Any
             bad_keys.update(k for k in _candidate_keys(target) if k in src)
             continue
         used.update(keys)
-        updates.extend(zip(target.params, values))
+        for param, value, key in zip(target.params, values, keys * len(target.params) if len(keys) == 1 else keys):
+            seen = values_of.get(id(param))
+            if seen is None:
+                values_of[id(param)] = (param, value, key)
+            elif not _same(seen[1], value):
+                conflicts.append(f"'{seen[2]}' and '{key}'")
+    if conflicts:
+        raise ValueError(
+            f"cannot load the state dict into {type(net).__name__}; nothing was loaded: these keys go to "
+            f"one Parameter shared (tied) by several cells of the network, but the checkpoint gives them "
+            f"different values: {', '.join(conflicts)}. Keep one of each pair in the checkpoint, or "
+            f"untie the Parameters in the network.")
+    # A tied weight is loaded through any of its paths: it is missing only if none has a key.
+    missing = [k for t in absent if not all(id(p) in values_of for p in t.params) for k in t.keys]
+    updates = [(param, value) for param, value, _ in values_of.values()]
     dropped = {_join(t.path, n) for t in targets for n in _dropped(t.cell)}
     unexpected = [k for k in src if k not in used and k not in dropped]
-    if strict and (absent or unexpected or problems):
+    if strict and (missing or unexpected or problems):
         lines = [f"cannot load the state dict into {type(net).__name__}; nothing was loaded:"]
         if problems:
             lines.append(f"  {len(problems)} mismatched:")
             lines += [f"    {p}" for p in problems]
-        if absent:
-            lines.append(f"  {len(absent)} missing (Parameters of the network that no key provides): "
-                         + ", ".join(absent))
+        if missing:
+            lines.append(f"  {len(missing)} missing (Parameters of the network that no key provides): "
+                         + ", ".join(missing))
         extra = [k for k in unexpected if k not in bad_keys]
         if extra:
             lines.append(f"  {len(extra)} unexpected (keys the network has no Parameter for): " + ", ".join(extra))
@@ -435,7 +528,12 @@ def load_torch_state_dict(net: nn.Cell, source: Union[PathLike, Mapping[str, Any
         param.set_data(Tensor(value, dtype=param.dtype))
     if updates:
         invalidate_compiled_graphs()
-    return LoadResult(absent + bad_params, unexpected)
+    return LoadResult(missing + bad_params, unexpected)
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal shapes and values (NaN equal to NaN): two keys may then fill one tied Parameter."""
+    return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
 
 
 
