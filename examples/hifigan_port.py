@@ -22,6 +22,9 @@ Run it (small by default; ``--channels 512 --frames 32`` is the V1 size)::
 
 Here the PyTorch generator has random weights; for a real port, skip step 1 and pass the
 released checkpoint: ``load_torch_state_dict(net, read_torch_checkpoint(path)["generator"])``.
+
+The discriminators (multi-period with weight norm, multi-scale with spectral norm on its first
+scale) and GAN training steps in GRAPH_MODE are in ``hifigan_discriminators.py``.
 """
 from __future__ import annotations
 

@@ -10,7 +10,12 @@ MODES = {"pynative": ms.PYNATIVE_MODE, "graph": ms.GRAPH_MODE}
 
 @pytest.fixture(params=sorted(MODES))
 def mode(request):
-    """Run the test in the named execution mode; restore PyNative afterwards."""
+    """Set the named execution mode; restore PyNative afterwards.
+
+    GRAPH_MODE compiles Cells and ``ms.jit``/``ms.grad`` functions only: a bare function call
+    still runs eagerly. Forward checks of plain functions go through ``helpers.in_mode``, which
+    compiles them with ``ms.jit`` and asserts that a graph was really built.
+    """
     ms.set_context(mode=MODES[request.param])
     try:
         yield request.param

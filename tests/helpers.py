@@ -6,6 +6,7 @@ from typing import Optional, Sequence, Tuple
 import mindspore as ms
 import numpy as np
 from mindspore import nn
+from mindspore.ops.primitive import PrimitiveWithInfer
 
 
 def kept_axis(dim, ndim) -> Optional[int]:
@@ -65,3 +66,91 @@ def grads(net: nn.Cell, x, params: Sequence[ms.Parameter]):
 
 def param_names(cell: nn.Cell):
     return [name for name, _ in cell.parameters_and_names()]
+
+
+# --------------------------------------------------------------------------- really compiled
+
+
+class TraceProbe(PrimitiveWithInfer):
+    """A constant primitive whose inference runs only while MindSpore compiles a graph.
+
+    ``probe(0)`` is True inside a compiled graph and False when executed eagerly; ``traces``
+    counts the compilations that met it. That is how a test proves a "graph" check compiled:
+    a bare function call under GRAPH_MODE runs eagerly.
+    """
+
+    def __init__(self):
+        super().__init__("test_trace_probe")
+        self.set_const_prim(True)
+        self.add_prim_attr("constexpr_prim", True)
+        self.traces = 0
+
+    def __infer__(self, *args):
+        self.traces += 1
+        return {"dtype": None, "shape": None, "value": True}
+
+    def __call__(self, *args):
+        return False
+
+
+def in_mode(fn, mode: str):
+    """``fn`` compiled with ``ms.jit`` in graph mode (asserting that it really compiled), else eager.
+
+    The returned callable gives ``fn``'s result. In graph mode it checks, on every call, that
+    the result came out of a compiled graph.
+    """
+    probe = TraceProbe()
+
+    def flagged(*args):
+        out = fn(*args)
+        if probe(0):
+            return out, 1
+        return out, 0
+
+    if mode == "graph":
+        compiled = ms.jit(flagged)
+
+        def call(*args):
+            out, flag = compiled(*args)
+            assert flag == 1 and probe.traces >= 1, "the graph-mode check did not compile"
+            return out
+        return call
+
+    def call_eager(*args):
+        out, flag = flagged(*args)
+        assert flag == 0 and probe.traces == 0
+        return out
+    return call_eager
+
+
+# --------------------------------------------------------------------------- bits and ulps
+
+
+def bf16_round_nearest_even(x: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 (round to nearest, ties to even), returned as float32, in numpy."""
+    x = np.asarray(x, np.float32)
+    u = np.atleast_1d(x).view(np.uint32).astype(np.uint64)
+    one, sixteen = np.uint64(1), np.uint64(16)
+    rounded = ((u + np.uint64(0x7FFF) + ((u >> sixteen) & one)) >> sixteen) << sixteen
+    return rounded.astype(np.uint32).view(np.float32).reshape(x.shape)
+
+
+def ulp_distance(a: np.ndarray, b: np.ndarray, dtype) -> np.ndarray:
+    """Elementwise distance in units in the last place of ``dtype`` (float16/bfloat16/32/64).
+
+    Values are mapped to integers that are consecutive for consecutive floats of ``dtype``.
+    """
+    if dtype == "bfloat16":
+        bits = [np.asarray(x, np.float32).view(np.int32).astype(np.int64) >> 16 for x in (a, b)]
+    else:
+        itype = {np.float16: np.int16, np.float32: np.int32, np.float64: np.int64}[dtype]
+        bits = [np.asarray(x, dtype).view(itype).astype(np.int64) for x in (a, b)]
+    width = 16 if dtype in ("bfloat16", np.float16) else (32 if dtype == np.float32 else 64)
+    sign = np.int64(1) << (width - 1) if width < 64 else None
+
+    def ordered(i):
+        if sign is None:
+            return np.where(i < 0, np.iinfo(np.int64).min - i, i)
+        i = i & ((np.int64(1) << width) - 1)
+        return np.where(i & sign, sign - i, i)  # negative floats count down from 0
+    return np.abs(ordered(bits[0]) - ordered(bits[1]))

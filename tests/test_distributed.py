@@ -476,3 +476,87 @@ def test_failed_rank_fails_with_its_log(tmp_path):
     assert not processes_mentioning(str(script)), "processes of the failed job are still alive"
     port = int(message.split("--master_port=")[1].split()[0])
     assert not listening_on(port)
+
+
+# --------------------------------------------------------------------------- collectives, every dtype
+
+COLLECTIVE_SCRIPT = '''
+import sys
+from pathlib import Path
+
+import numpy as np
+import mindspore as ms
+from mindspore.communication import init
+
+from ms_weightnorm import distributed
+
+sys.path.insert(0, sys.argv[1])
+from collective_values import DTYPES, rank_value
+
+ms.set_context(device_target="CPU")
+init()
+out = Path(sys.argv[sys.argv.index("--out") + 1])
+out.mkdir(parents=True, exist_ok=True)
+rank, world = distributed.rank(), distributed.world_size()
+saved = {"rank": np.array(rank), "world": np.array(world)}
+for mode_name, mode in (("pynative", ms.PYNATIVE_MODE), ("graph", ms.GRAPH_MODE)):
+    ms.set_context(mode=mode)
+    for name, shape in DTYPES:
+        dtype = getattr(ms, name)
+        x = ms.Tensor(rank_value(name, shape, rank)).astype(dtype)
+        y = distributed.all_reduce_sum(x)
+        assert y.dtype == dtype, (name, y.dtype)
+        wide = y.astype(ms.float32) if name in ("float16", "bfloat16") else y
+        saved[f"{mode_name}-{name}-{len(shape)}d"] = wide.asnumpy()
+np.savez(out / f"rank{rank}_collectives.npz", **saved)
+'''
+
+COLLECTIVE_VALUES = '''
+import numpy as np
+
+# (dtype name, shape): every dtype all_reduce_sum accepts, and a 0-d float64.
+DTYPES = [("float32", (2, 3)), ("float16", (2, 3)), ("bfloat16", (2, 3)), ("float64", (2, 3)),
+          ("int32", (2, 3)), ("int64", (2, 3)), ("float64", ())]
+
+
+def rank_value(name, shape, rank):
+    """Values that differ per rank; their sum is exact in the dtype (so a reference is exact)."""
+    base = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
+    if name == "float64":
+        # Digits below float32's precision: a float32 detour would lose them.
+        return (1.0 + base) * (1 + rank * 1e-12) + rank * 0.25
+    if name == "int64":
+        return base + 3_000_000_000 * (rank + 1)  # beyond int32
+    if name == "int32":
+        return (base + 1) * (1000 * rank + 7) - rank
+    # float32/float16/bfloat16: small integers and halves, exact in bfloat16's 8 bits.
+    return ((base + 1) * (rank + 1) + 0.5 * rank).astype(np.float32)
+'''
+
+
+def test_all_reduce_sum_two_processes_every_dtype(tmp_path):
+    """Two ranks with different values: every dtype gets the exact sum on both ranks, both modes."""
+    (tmp_path / "collective_values.py").write_text(COLLECTIVE_VALUES)
+    script = tmp_path / "collectives.py"
+    script.write_text(COLLECTIVE_SCRIPT)
+    result = run_msrun(script, [str(tmp_path)], tmp_path / "run")
+    _assert_cleaned_up(result)
+    spec = importlib.util.spec_from_file_location("collective_values", tmp_path / "collective_values.py")
+    values = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(values)
+    ranks = [dict(np.load(result.out_dir / f"rank{r}_collectives.npz")) for r in range(WORKERS)]
+    assert [int(r["rank"]) for r in ranks] == list(range(WORKERS))
+    assert all(int(r["world"]) == WORKERS for r in ranks)
+    for mode_name in ("pynative", "graph"):
+        for name, shape in values.DTYPES:
+            key = f"{mode_name}-{name}-{len(shape)}d"
+            parts = [values.rank_value(name, shape, r) for r in range(WORKERS)]
+            expected = sum(p.astype(np.int64 if name.startswith("int") else np.float64) for p in parts)
+            assert not np.array_equal(expected, parts[0]), key  # rank 0's value alone is wrong
+            for r, got in enumerate(ranks):
+                assert got[key].shape == tuple(shape), key
+                if name == "float64":
+                    assert got[key].dtype == np.float64
+                    np.testing.assert_allclose(got[key], expected, rtol=1e-15, atol=0, err_msg=f"{key} rank {r}")
+                else:
+                    np.testing.assert_array_equal(got[key], expected, err_msg=f"{key} rank {r}")

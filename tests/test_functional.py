@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from ms_weightnorm import functional as F
 from ms_weightnorm import norm_except_dim
 
-from helpers import kept_axis, np_norm_except_dim, np_weight_norm, np_weight_norm_grads
+from helpers import in_mode, kept_axis, np_norm_except_dim, np_weight_norm, np_weight_norm_grads
 
 
 @st.composite
@@ -91,7 +91,7 @@ def test_gradients_match_closed_form(shape, dim, mode, rng):
     def loss(v_, g_):
         return (F.weight_norm(v_, g_, dim) * ms.Tensor(gw)).sum()
 
-    grad_v, grad_g = ms.grad(loss, grad_position=(0, 1))(ms.Tensor(v), ms.Tensor(g))
+    grad_v, grad_g = in_mode(ms.grad(loss, grad_position=(0, 1)), mode)(ms.Tensor(v), ms.Tensor(g))
     ref_g, ref_v = np_weight_norm_grads(v, g, gw, dim)
     np.testing.assert_allclose(grad_g.asnumpy(), ref_g, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(grad_v.asnumpy(), ref_v, rtol=1e-4, atol=1e-5)
@@ -141,7 +141,7 @@ def test_second_order_gradients_match_composite_reference(shape, dim, mode, rng)
         a, b = first_grad(v_, g_)
         return (a * a).sum() + (b * b).sum()
 
-    hv, hg = ms.grad(second, grad_position=(0, 1))(ms.Tensor(v), ms.Tensor(g))
+    hv, hg = in_mode(ms.grad(second, grad_position=(0, 1)), mode)(ms.Tensor(v), ms.Tensor(g))
 
     vt = torch.tensor(v, requires_grad=True)
     gt = torch.tensor(g, requires_grad=True)
@@ -162,10 +162,52 @@ def test_eps_keeps_zero_rows_finite(mode):
     def loss(v_, g_):
         return (F.weight_norm(v_, g_, 0, 1e-12) ** 2).sum()
 
-    out = F.weight_norm(ms.Tensor(v), ms.Tensor(g), 0, 1e-12).asnumpy()
-    gv, gg = ms.grad(loss, grad_position=(0, 1))(ms.Tensor(v), ms.Tensor(g))
-    assert np.isfinite(out).all() and np.isfinite(gv.asnumpy()).all() and np.isfinite(gg.asnumpy()).all()
-    np.testing.assert_allclose(out[1], [1.2, 1.6], rtol=1e-6)
+    def forward(v_, g_):
+        return F.weight_norm(v_, g_, 0, 1e-12)
+
+    out = in_mode(forward, mode)(ms.Tensor(v), ms.Tensor(g)).asnumpy()
+    gv, gg = in_mode(ms.grad(loss, grad_position=(0, 1)), mode)(ms.Tensor(v), ms.Tensor(g))
+    np.testing.assert_array_equal(out[0], [0.0, 0.0])
+    np.testing.assert_allclose(out, np_weight_norm(v, g, 0, 1e-12), rtol=1e-6)
+    ref_g, ref_v = np_weight_norm_grads(v, g, 2 * np_weight_norm(v, g, 0, 1e-12), 0, 1e-12)
+    np.testing.assert_allclose(gv.asnumpy(), ref_v, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gg.asnumpy(), ref_g, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape,dim", SHAPES_DIMS)
+@pytest.mark.parametrize("eps", [0.0, 0.5])
+def test_forward_matches_numpy_in_each_mode(shape, dim, eps, mode, rng):
+    """The forward alone, compiled in graph mode (a bare call would run eagerly), with eps."""
+    v = rng.standard_normal(shape).astype(np.float32)
+    g = rng.uniform(0.5, 2.0, F.g_shape(shape, dim)).astype(np.float32)
+
+    def forward(v_, g_):
+        return F.weight_norm(v_, g_, dim, eps)
+
+    def norm_of(v_):
+        return norm_except_dim(v_, 2, dim, eps)
+
+    out = in_mode(forward, mode)(ms.Tensor(v), ms.Tensor(g)).asnumpy()
+    np.testing.assert_allclose(out, np_weight_norm(v, g, dim, eps), rtol=1e-5, atol=1e-6)
+    norm = in_mode(norm_of, mode)(ms.Tensor(v)).asnumpy()
+    np.testing.assert_allclose(norm, np_norm_except_dim(v, dim, 2.0, eps), rtol=1e-5, atol=1e-6)
+
+
+def test_in_mode_really_compiles():
+    """The helper's claim, checked: under ms.jit a graph is built once and reused."""
+    from helpers import TraceProbe
+    probe = TraceProbe()
+
+    def f(x):
+        return x * 2 if probe(0) else x * 3
+
+    x = ms.Tensor(np.ones(2, np.float32))
+    np.testing.assert_array_equal(f(x).asnumpy(), [3.0, 3.0])  # eager, even under GRAPH_MODE
+    assert probe.traces == 0
+    jf = ms.jit(f)
+    np.testing.assert_array_equal(jf(x).asnumpy(), [2.0, 2.0])
+    np.testing.assert_array_equal(jf(x).asnumpy(), [2.0, 2.0])
+    assert probe.traces == 1
 
 
 def test_eps_zero_matches_pytorch_nan_on_zero_row():

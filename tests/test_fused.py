@@ -15,6 +15,8 @@ import ms_weightnorm as wn
 from ms_weightnorm import _fused
 from ms_weightnorm import functional as F
 
+from helpers import bf16_round_nearest_even, in_mode, ulp_distance
+
 # (shape, dim): dim 0, a middle axis, the last axis, the whole tensor; a remainder after the
 # kernels' blocks of rows (37 rows of 7 columns); dim-0 rows too long to stay in cache
 # (2 x 40000: the two-pass loops); larger weights for the threaded test.
@@ -57,13 +59,16 @@ def _np_first_order(v, g, gw, dim, eps):
 
 
 def _ms_grads(v, g, gw, dim, eps, mode):
+    """w, dL/dv, dL/dg; in graph mode both the forward and the gradient really compile."""
+    def forward(v, g):
+        return F.weight_norm(v, g, dim, eps)
+
     def loss(v, g, gw):
         return (F.weight_norm(v, g, dim, eps) * gw).sum()
-    grad = ms.grad(loss, grad_position=(0, 1))
-    if mode == "graph":
-        grad = ms.jit(grad)
+    grad = in_mode(ms.grad(loss, grad_position=(0, 1)), mode)
     dv, dg = grad(ms.Tensor(v), ms.Tensor(g), ms.Tensor(gw))
-    return F.weight_norm(ms.Tensor(v), ms.Tensor(g), dim, eps).asnumpy(), dv.asnumpy(), dg.asnumpy()
+    w = in_mode(forward, mode)(ms.Tensor(v), ms.Tensor(g))
+    return w.asnumpy(), dv.asnumpy(), dg.asnumpy()
 
 
 def test_fused_kernels_build_on_this_machine():
@@ -130,9 +135,7 @@ def _second_order_ms(v, g, gw, a, b, dim, eps, mode):
     def outer(v, g, gw):
         dv, dg = ms.grad(loss, grad_position=(0, 1))(v, g, gw)
         return (dv * ms.Tensor(a)).sum() + (dg * ms.Tensor(b)).sum()
-    grad = ms.grad(outer, grad_position=(0, 1, 2))
-    if mode == "graph":
-        grad = ms.jit(grad)
+    grad = in_mode(ms.grad(outer, grad_position=(0, 1, 2)), mode)
     return [x.asnumpy() for x in grad(ms.Tensor(v), ms.Tensor(g), ms.Tensor(gw))]
 
 
@@ -196,20 +199,20 @@ def test_half_precision(mode, backend, rng, dtype, rtol, shape, dim):
 
     def loss(v, g, gw):
         return (F.weight_norm(v, g, dim).astype(ms.float32) * gw).sum()
-    grad = ms.grad(loss, grad_position=(0, 1))
-    if mode == "graph":
-        grad = ms.jit(grad)
+
+    def forward(v, g):
+        return F.weight_norm(v, g, dim)
     # The composed path's backward needs a bfloat16 ReduceSum, which MindSpore's CPU backend
     # lacks: only its forward is compared for bfloat16.
     names = ("fused", "composed") if dtype == ms.float16 else ("fused",)
     half = {}
     for name in ("fused", "composed"):
         backend(name)
-        w = F.weight_norm(vh, gh, dim)
+        w = in_mode(forward, mode)(vh, gh)
         assert w.dtype == dtype
         half[name] = [w.astype(ms.float32).asnumpy()]
         if name in names:
-            dv, dg = grad(vh, gh, ms.Tensor(gw))
+            dv, dg = in_mode(ms.grad(loss, grad_position=(0, 1)), mode)(vh, gh, ms.Tensor(gw))
             assert dv.dtype == dtype and dg.dtype == dtype
             half[name] += [dv.astype(ms.float32).asnumpy(), dg.astype(ms.float32).asnumpy()]
     # The reference: float64 computation from the same rounded inputs (the gradient reaching w
@@ -235,13 +238,14 @@ def test_float32_g_with_float16_v(mode, backend, rng):
 
         def loss(v, g):
             return (F.weight_norm(v, g, 0).astype(ms.float32) * ms.Tensor(gw)).sum()
-        grad = ms.grad(loss, grad_position=(0, 1))
-        if mode == "graph":
-            grad = ms.jit(grad)
+
+        def forward(v, g):
+            return F.weight_norm(v, g, 0)
+        grad = in_mode(ms.grad(loss, grad_position=(0, 1)), mode)
         vh, g32 = ms.Tensor(v).astype(ms.float16), ms.Tensor(g)
         dv, dg = grad(vh, g32)
         assert dv.dtype == ms.float16 and dg.dtype == ms.float32
-        out[name] = [F.weight_norm(vh, g32, 0).astype(ms.float32).asnumpy(),
+        out[name] = [in_mode(forward, mode)(vh, g32).astype(ms.float32).asnumpy(),
                      dv.astype(ms.float32).asnumpy(), dg.asnumpy()]
     for x, y in zip(out["fused"], out["composed"]):
         np.testing.assert_allclose(x, y, rtol=3e-3, atol=3e-3)
@@ -271,13 +275,16 @@ def test_transposed_input_in_pynative(backend, rng):
     np.testing.assert_allclose(out["fused"], _np_first_order(base.T, g, base.T, 0, 0.0)[0], rtol=1e-5)
 
 
-def test_broadcast_g_keeps_composed_semantics(backend, rng):
-    v = ms.Tensor(rng.standard_normal((4, 3)).astype(np.float32))
-    g = ms.Tensor(np.float32(2.0))
-    backend("fused")
-    fused = F.weight_norm(v, g, 0).asnumpy()
-    backend("composed")
-    np.testing.assert_allclose(fused, F.weight_norm(v, g, 0).asnumpy(), rtol=1e-6)
+@pytest.mark.parametrize("g_value", [np.float32(2.0), np.array([[1.5, 2.0, 0.5]], np.float32)])
+def test_broadcast_g_keeps_composed_semantics(backend, rng, g_value):
+    """A g that is not g_shape broadcasts like numpy (w = g * v / ||v||), on either backend."""
+    v_np = rng.standard_normal((4, 3)).astype(np.float32)
+    v, g = ms.Tensor(v_np), ms.Tensor(g_value)
+    norm = np.sqrt((v_np.astype(np.float64) ** 2).sum(axis=1, keepdims=True))
+    ref = g_value.astype(np.float64) * v_np / norm
+    for name in ("fused", "composed"):
+        backend(name)
+        np.testing.assert_allclose(F.weight_norm(v, g, 0).asnumpy(), ref, rtol=1e-6, atol=1e-7)
 
 
 class _Net(nn.Cell):
@@ -373,3 +380,165 @@ def test_other_devices_use_the_composed_path_silently(monkeypatch, backend, rng)
     backend("fused")
     with pytest.raises(RuntimeError, match="CPU backend only"):
         F._fused_applies(*args)
+
+
+# --------------------------------------------------------------------------- exact agreement
+
+ULP_CASES = [((6, 5), 0), ((4, 3, 2, 5), 1), ((37, 7), 1), ((4, 3, 2, 5), None), ((512, 600), 0),
+             ((2, 40000), 0)]
+NP_TYPES = {"float16": np.float16, "bfloat16": "bfloat16", "float32": np.float32, "float64": np.float64}
+
+
+def _forward_both(backend, mode, v, g, dim, eps):
+    out = {}
+    for name in ("fused", "composed"):
+        backend(name)
+
+        def forward(v_, g_):
+            return F.weight_norm(v_, g_, dim, eps)
+        w = in_mode(forward, mode)(v, g)
+        assert w.dtype == v.dtype
+        out[name] = (w.astype(ms.float32) if v.dtype == ms.bfloat16 else w).asnumpy()
+    return out
+
+
+@pytest.mark.parametrize("shape,dim", ULP_CASES)
+@pytest.mark.parametrize("dtype", sorted(NP_TYPES))
+def test_fused_and_composed_forwards_agree_to_the_ulp(mode, backend, rng, shape, dim, dtype):
+    """Half types: both paths round the same float32 scale to the type and multiply once, so they
+    agree bit for bit except where the two float32 norms (summed in different orders) straddle a
+    rounding boundary of the scale: at most 1 ulp, on at most 1% of the elements.
+
+    float32/float64: the norms themselves differ by the summation order (classical bound for a
+    sum of n positive terms: relative (n - 1) u each, halved by the root), then each side rounds
+    the scale and the product (1 ulp each): that bound, per element, nothing looser.
+    """
+    eps = 0.25
+    v = ms.Tensor(rng.standard_normal(shape).astype(np.float32)).astype(getattr(ms, dtype))
+    g = ms.Tensor((rng.random(F.g_shape(shape, dim)) + 0.5).astype(np.float32)).astype(getattr(ms, dtype))
+    out = _forward_both(backend, mode, v, g, dim, eps)
+    ulps = ulp_distance(out["fused"], out["composed"], NP_TYPES[dtype])
+    if dtype in ("float16", "bfloat16"):
+        assert ulps.max() <= 1, f"{dtype}: fused and composed differ by {ulps.max()} ulp"
+        assert (ulps > 0).mean() <= 0.01, f"{dtype}: {100 * (ulps > 0).mean():.2f}% of elements differ"
+    else:
+        n = int(np.prod(shape)) if dim is None else int(np.prod(shape)) // shape[F.canonical_dim(dim, len(shape))]
+        u = np.finfo(NP_TYPES[dtype]).eps / 2
+        w = np.abs(out["composed"]).astype(np.float64)
+        spacing = np.spacing(np.abs(out["composed"])).astype(np.float64)
+        bound = 2 * spacing + w * (n * u + 4 * u)
+        diff = np.abs(out["fused"].astype(np.float64) - out["composed"].astype(np.float64))
+        assert (diff <= bound).all(), f"{dtype}: worst excess {(diff / bound).max():.2f} x the bound"
+
+
+def _bf16_reference(v32, g32, dim, eps):
+    """Round-to-nearest-even bfloat16 weight from bfloat16 inputs (given as float32), in numpy.
+
+    Both paths compute the scale g/||v|| in float32, round it to bfloat16 (RNE), multiply by v
+    (exact in float32: 8-bit by 8-bit significands) and round the product (RNE). Returns the
+    reference and a mask of the slices whose float64 scale is not within 2^-14 (relative) of a
+    bfloat16 rounding midpoint, where a float32 norm in another summation order cannot change
+    the rounded scale: there the result is fully determined.
+    """
+    axis = F.canonical_dim(dim, v32.ndim)
+    axes = tuple(i for i in range(v32.ndim) if i != axis) if axis is not None else None
+    v64 = v32.astype(np.float64)
+    norm = np.sqrt((v64 * v64).sum(axis=axes, keepdims=axis is not None) + eps)
+    s64 = g32.astype(np.float64) / norm
+    s_bf = bf16_round_nearest_even(s64.astype(np.float32))
+    # The rounding midpoint next to s: halfway between s_bf and its neighbour on s's side.
+    step = np.abs(s_bf).view(np.int32).astype(np.int64)
+    neighbour = np.where(np.abs(s64) >= np.abs(s_bf), step + 0x10000, step - 0x10000)
+    mid = (np.abs(s_bf).astype(np.float64) + neighbour.astype(np.int32).view(np.float32)) / 2
+    safe = np.abs(np.abs(s64) - mid) > np.abs(s64) * 2.0 ** -14
+    w = bf16_round_nearest_even((v32 * s_bf).astype(np.float32))
+    return w, np.broadcast_to(safe, v32.shape)
+
+
+@pytest.mark.parametrize("shape,dim", [((37, 7), 1), ((512, 600), 0), ((4, 3, 2, 5), None), ((8, 7, 1, 4097), 1)])
+@pytest.mark.parametrize("path", ["fused", "composed"])
+def test_bfloat16_rounds_to_nearest_even(mode, backend, rng, shape, dim, path):
+    """Exact bits against numpy's round-to-nearest-even, where the rounding is determined."""
+    v32 = bf16_round_nearest_even(rng.standard_normal(shape).astype(np.float32) * 3.0)
+    g32 = bf16_round_nearest_even((rng.random(F.g_shape(shape, dim)) + 0.5).astype(np.float32))
+    ref, safe = _bf16_reference(v32, g32, dim, 0.0)
+    assert safe.mean() > 0.9  # the check covers nearly every element
+    backend(path)
+
+    def forward(v_, g_):
+        return F.weight_norm(v_, g_, dim)
+    w = in_mode(forward, mode)(ms.Tensor(v32).astype(ms.bfloat16), ms.Tensor(g32).astype(ms.bfloat16))
+    assert w.dtype == ms.bfloat16
+    got = w.astype(ms.float32).asnumpy()
+    wrong = (got.view(np.uint32) != ref.view(np.uint32)) & safe
+    assert not wrong.any(), (f"{wrong.sum()} of {safe.sum()} determined elements differ from RNE, e.g. "
+                             f"{got[wrong][:4]} vs {ref[wrong][:4]}")
+
+
+def _negated_composed(v, g, axis, eps):
+    return -_ORIGINAL_COMPOSED(v, g, axis, eps)
+
+
+_ORIGINAL_COMPOSED = F._composed_weight_norm
+
+
+def test_set_backend_recompiles_a_compiled_network(monkeypatch, backend, rng):
+    """After set_backend, a network that already ran in GRAPH_MODE takes the new path.
+
+    The composed path is replaced by one that negates the weight, so which path ran shows in
+    the output. With drop_compiled=False the cached (fused) graph keeps running: that is the
+    behaviour set_backend's default must prevent.
+    """
+    x_np = rng.standard_normal((3, 5)).astype(np.float32)
+    x = ms.Tensor(x_np)
+    backend("fused")
+    layer = wn.weight_norm(nn.Dense(5, 4))
+    w_np = layer.weight.asnumpy().astype(np.float64)
+    b_np = layer.bias.asnumpy().astype(np.float64)
+    net = nn.SequentialCell([layer])
+    ms.set_context(mode=ms.GRAPH_MODE)
+    try:
+        fused_out = net(x).asnumpy()
+        np.testing.assert_allclose(fused_out, x_np @ w_np.T + b_np, rtol=1e-5, atol=1e-6)
+        monkeypatch.setattr(F, "_composed_weight_norm", _negated_composed)
+        F.set_backend("composed", drop_compiled=False)
+        np.testing.assert_array_equal(net(x).asnumpy(), fused_out)  # the stale graph, as documented
+        F.set_backend("composed")
+        np.testing.assert_allclose(net(x).asnumpy(), x_np @ -w_np.T + b_np, rtol=1e-5, atol=1e-6)
+        F.set_backend("fused")
+        np.testing.assert_allclose(net(x).asnumpy(), fused_out, rtol=1e-6, atol=1e-7)
+    finally:
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
+def test_cache_key_follows_the_kernel_source(monkeypatch, tmp_path):
+    """A changed kernel source gets a build of its own; an unchanged one reuses its build.
+
+    The compiler is stood in for by a copy of the real library (the key, not the compile, is
+    under test), so every build is recorded.
+    """
+    real = _fused.library_path()
+    assert real is not None
+    builds = []
+
+    def fake_build(cxx, flags, target):
+        builds.append((_fused.SOURCE.read_bytes(), target.name))
+        target.write_bytes(real.read_bytes())
+        return None
+
+    monkeypatch.setenv("MS_WEIGHTNORM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(_fused, "_build", fake_build)
+    original = _fused.SOURCE.read_bytes()
+    first, reason = _fused._locate_or_build()
+    assert reason is None and len(builds) == 1
+    again, _ = _fused._locate_or_build()
+    assert again == first and len(builds) == 1  # same source: the cached build
+
+    changed = tmp_path / "weight_norm_kernel.cc"
+    changed.write_bytes(original + b"\n// a changed kernel\n")
+    monkeypatch.setattr(_fused, "SOURCE", changed)
+    second, reason = _fused._locate_or_build()
+    assert reason is None and len(builds) == 2, "a changed source reused a stale build"
+    assert second != first and second.parent == first.parent
+    assert builds[1][0] != builds[0][0]
+    assert sorted(p.name for p in first.parent.iterdir()) == sorted([first.name, second.name])

@@ -757,3 +757,146 @@ def test_a_wrapper_at_the_top_maps_to_the_bare_pytorch_layer():
     x = np.ones((1, 3), np.float32)
     with torch.no_grad():
         np.testing.assert_allclose(m(ms.Tensor(x)).asnumpy(), layer(torch.from_numpy(x)).numpy(), rtol=1e-6)
+
+
+# =========================================================================================
+# Tests that catch the bugs we would make (issue 13): independent references, eps at apply
+# time, all-or-nothing on a later cell, amp against float32. Owned by the tests helper.
+# =========================================================================================
+
+from helpers import np_weight_norm  # noqa: E402
+
+
+@pytest.mark.parametrize("eps", [1e-4, 0.5])
+@pytest.mark.parametrize("dim", [0, 1, None])
+def test_applying_with_eps_keeps_the_output(mode, eps, dim):
+    """g is split as sqrt(||w||^2 + eps), the norm compose divides by: w and outputs unchanged.
+
+    Rows of norm ~0.05 make eps=1e-4 visible (a split that ignored eps would scale them by
+    ||w|| / sqrt(||w||^2 + eps), about 2% off). Reference: numpy float64 on the plain weight.
+    """
+    rng = np.random.default_rng(3)
+    w0 = (rng.standard_normal((4, 5)) * 0.02).astype(np.float32)
+    b0 = rng.standard_normal(4).astype(np.float32)
+    x = rng.standard_normal((3, 5)).astype(np.float32)
+    layer = nn.Dense(5, 4)
+    layer.weight.set_data(ms.Tensor(w0))
+    layer.bias.set_data(ms.Tensor(b0))
+    wn.weight_norm(layer, dim=dim, eps=eps)
+    np.testing.assert_allclose(layer.weight_g.asnumpy(), np_norm_except_dim(w0, dim, 2.0, eps), rtol=1e-6)
+    np.testing.assert_allclose(layer.weight.asnumpy(), w0, rtol=1e-6, atol=1e-9)
+    out = nn.SequentialCell([layer])(ms.Tensor(x)).asnumpy()  # a fresh top cell: compiled in graph mode
+    ref = x.astype(np.float64) @ w0.astype(np.float64).T + b0
+    np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)
+
+
+class _IntWeight(nn.Cell):
+    """A cell with an integer ``weight``: weight norm must refuse it."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = Parameter(ms.Tensor(np.ones((3, 3), np.int32)), requires_grad=False)
+
+    def construct(self, x):
+        return x
+
+
+class _Clash(nn.Dense):
+    """A Dense that already has an attribute ``weight_g``."""
+
+    def __init__(self, n_in, n_out):
+        super().__init__(n_in, n_out)
+        self.weight_g = Parameter(ms.Tensor(np.ones((1,), np.float32)), name="weight_g")
+
+
+def _snapshot(net):
+    return [(path, type(cell), [(key, p, p.name, p.asnumpy().copy()) for key, p in cell._params.items()])
+            for path, cell in net.cells_and_names()]
+
+
+def _assert_unchanged(net, snapshot):
+    now = _snapshot(net)
+    assert [(path, cls) for path, cls, _ in now] == [(path, cls) for path, cls, _ in snapshot]
+    for (path, _, params), (_, _, before) in zip(now, snapshot):
+        assert [(k, n) for k, _, n, _ in params] == [(k, n) for k, _, n, _ in before], path
+        for (k, p, _, value), (_, p0, _, value0) in zip(params, before):
+            assert p is p0, f"{path}.{k} was replaced"
+            np.testing.assert_array_equal(value, value0, err_msg=f"{path}.{k}")
+        assert not wn.is_weight_normed(net if path == "" else dict(net.cells_and_names())[path])
+
+
+@pytest.mark.parametrize("bad,error,pattern", [
+    (_IntWeight, TypeError, r"_IntWeight cell: Parameter 'weight' has dtype Int32"),
+    (lambda: _Clash(3, 2), ValueError, r"_Clash cell already has an attribute 'weight_g'"),
+])
+def test_apply_is_all_or_nothing_when_a_later_cell_fails(bad, error, pattern):
+    """The error comes from the last cell: the earlier, valid cells must be left untouched."""
+    net = nn.SequentialCell([nn.Dense(4, 3), nn.SequentialCell([nn.Dense(3, 3)]), bad()])
+    snapshot = _snapshot(net)
+    with pytest.raises(error, match=pattern):
+        wn.apply_weight_norm(net, cell_types=(nn.Dense, _IntWeight))
+    _assert_unchanged(net, snapshot)
+    assert type(net[0]) is nn.Dense and type(net[1][0]) is nn.Dense
+
+
+def test_layer_weight_matches_numpy_float64(mode):
+    """layer.weight against g * v / ||v|| computed in numpy float64 from the layer's g and v."""
+    rng = np.random.default_rng(4)
+    layer = wn.weight_norm(nn.Conv2d(2, 3, 3), dim=1)
+    layer.weight_v.set_data(ms.Tensor(rng.standard_normal((3, 2, 3, 3)).astype(np.float32)))
+    layer.weight_g.set_data(ms.Tensor(rng.uniform(0.5, 2.0, (1, 2, 1, 1)).astype(np.float32)))
+    ref = np_weight_norm(layer.weight_v.asnumpy(), layer.weight_g.asnumpy(), 1)
+    np.testing.assert_allclose(layer.weight.asnumpy(), ref, rtol=1e-6, atol=1e-7)
+
+    class Weight(nn.Cell):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def construct(self):
+            return self.inner.weight
+    np.testing.assert_allclose(Weight(layer)().asnumpy(), ref, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("level", ["O2", "O3"])
+def test_mixed_precision_matches_float32_training(level, mode):
+    """amp's float16 training follows the float32 run of the same net and data.
+
+    Each loss is a mean over 64 outputs computed in float16: its relative error is of the order
+    of float16's unit roundoff u = 2^-11 (averaging shrinks it further). Tolerance 2u per step;
+    the float16 run must also really differ from float32 (it ran in float16).
+    """
+    from mindspore import amp
+    steps, u = 15, 2.0 ** -11
+    x, y, net, _ = weight_normed_regression(6, 8, 2)
+    step = nn.TrainOneStepCell(nn.WithLossCell(net, nn.MSELoss()), nn.Momentum(net.trainable_params(), 0.05, 0.9))
+    reference = np.array([float(step(x, y).asnumpy()) for _ in range(steps)])
+    ref_params = {p.name: p.asnumpy().copy() for p in net.trainable_params()}
+
+    x, y, net, _ = weight_normed_regression(6, 8, 2)
+    step = amp.build_train_network(net, nn.Momentum(net.trainable_params(), 0.05, 0.9), nn.MSELoss(),
+                                   level=level, loss_scale_manager=None)
+    losses = np.array([float(step(x, y).asnumpy()) for _ in range(steps)])
+    assert net[0].weight.dtype == ms.float16
+    np.testing.assert_allclose(losses, reference, rtol=2 * u)
+    assert np.abs(losses - reference).max() > 0  # float16 arithmetic really happened
+    assert reference[-1] < 0.9 * reference[0]  # the reference trains: the comparison has a trajectory
+    for p in net.trainable_params():
+        scale = np.abs(ref_params[p.name]).max()
+        np.testing.assert_allclose(p.asnumpy(), ref_params[p.name], rtol=0, atol=8 * u * scale, err_msg=p.name)
+
+
+def test_parametrization_defaults_and_eps_validation():
+    """eps defaults to 0 (PyTorch's exact formula); eps must be a real number >= 0, not a bool."""
+    assert wn.WeightNormParametrization(0) == wn.WeightNormParametrization(0, 0.0)
+    v = np.array([[0.0, 0.0], [3.0, 4.0]], np.float32)
+    layer = nn.Dense(2, 2)
+    layer.weight.set_data(ms.Tensor(v))
+    from ms_weightnorm.parametrize import register_parametrization
+    register_parametrization(layer, "weight", wn.WeightNormParametrization(0))
+    assert np.isnan(layer.weight.asnumpy()[0]).all()  # eps=0: a zero row is 0/0, as in PyTorch
+    for bad in (True, -1.0, "0.1", None, float("nan")):
+        fresh = nn.Dense(2, 2)
+        with pytest.raises(ValueError, match=r"^Dense cell, Parameter 'weight': eps must be a number >= 0, got "):
+            wn.weight_norm(fresh, eps=bad)
+        assert type(fresh) is nn.Dense and param_names(fresh) == ["weight", "bias"]

@@ -2,8 +2,14 @@
 
 ``w = g * v / ||v||``: a layer's weight is trained as a magnitude ``g`` and a direction
 ``v``. The weight is computed from them inside the traced computation, so gradients reach
-both in PyNative and GRAPH_MODE alike.
+both in PyNative and GRAPH_MODE alike. Spectral normalization (``w = W / sigma(W)``, for GAN
+discriminators) runs on the same mechanism.
 """
+from ._compat import check_version as _check_version
+
+# Warns once when the installed MindSpore is outside the tested window (see _compat).
+_check_version()
+
 from . import functional
 from .functional import norm_except_dim
 from .init import data_dependent_init
@@ -25,6 +31,13 @@ from .torch_io import (
     read_torch_checkpoint,
     save_torch_state_dict,
     to_torch_state_dict,
+)
+from .spectral_norm import (
+    SpectralNormParametrization,
+    is_spectral_normed,
+    remove_spectral_norm,
+    spectral_norm,
+    spectral_norms,
 )
 from .weight_norm import (
     WeightNorm,
@@ -50,6 +63,11 @@ __all__ = [
     "weight_norms",
     "WeightNorm",
     "WeightNormParametrization",
+    "spectral_norm",
+    "remove_spectral_norm",
+    "is_spectral_normed",
+    "spectral_norms",
+    "SpectralNormParametrization",
     "Parametrization",
     "register_parametrization",
     "remove_parametrization",

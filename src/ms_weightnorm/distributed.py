@@ -9,14 +9,19 @@ These functions run eagerly (call them from Python, outside a Cell's ``construct
 """
 from __future__ import annotations
 
+import numpy as np
+
 import mindspore as ms
 from mindspore import Tensor, ops
+
+from ._compat import comm_initialized
 
 __all__ = ["is_initialized", "world_size", "rank", "all_reduce_sum"]
 
 # Dtypes the collective kernels take directly on every backend. The CPU backend's AllReduce
-# has float32 and float16 kernels only (measured, MindSpore 2.10); its AllGather also takes
-# float64, int32 and int64.
+# has float32 and float16 kernels only (measured, MindSpore 2.10); its AllGather accepts
+# float64 and int64 but silently narrows them to float32 and int32 (measured: 1 + 1e-12
+# arrives as 1.0, 3e9 wraps negative). Those are gathered as their raw bits in int32 words.
 _REDUCE_NATIVE = (ms.float32, ms.float16)
 _GATHER_NATIVE = (ms.float64, ms.int32, ms.int64)
 
@@ -27,11 +32,7 @@ def is_initialized() -> bool:
     >>> is_initialized()
     False
     """
-    try:
-        from mindspore.communication.management import GlobalComm
-    except ImportError:  # a build without communication support
-        return False
-    return bool(GlobalComm.INITED)
+    return comm_initialized()
 
 
 def world_size() -> int:
@@ -68,7 +69,8 @@ def all_reduce_sum(x: Tensor) -> Tensor:
     Every process must call it, with the same shape and dtype, in the same order. All ranks
     get identical results. float32 and float16 use ``AllReduce``; bfloat16 is summed in
     float32. float64, int32 and int64, which the CPU backend's ``AllReduce`` rejects, are
-    gathered (``AllGather``) and summed locally in rank order, so they keep their precision.
+    gathered bit for bit (``AllGather`` of their int32 words) and summed locally in rank
+    order, so they keep their precision.
 
     >>> import numpy as np, mindspore as ms
     >>> all_reduce_sum(ms.Tensor(np.ones(3, np.float32))).asnumpy().tolist()
@@ -86,9 +88,15 @@ def all_reduce_sum(x: Tensor) -> Tensor:
         return ops.AllReduce(ops.ReduceOp.SUM)(x.astype(ms.float32)).astype(dtype)
     if dtype in _GATHER_NATIVE:
         shape = tuple(x.shape)
-        # AllGather concatenates along axis 0: give every rank's value its own leading row.
-        gathered = ops.AllGather()(x.reshape((1,) + shape))
-        return gathered.reshape((n,) + shape).sum(0).astype(dtype)
+        local = x.asnumpy()
+        # AllGather concatenates along axis 0: give every rank's bits their own leading row.
+        words = Tensor(np.ascontiguousarray(local).reshape(1, -1).view(np.int32))
+        gathered = ops.AllGather()(words).asnumpy()
+        values = np.ascontiguousarray(gathered).view(local.dtype).reshape((n,) + shape)
+        total = values[0].copy()
+        for r in range(1, n):  # rank order, so every rank adds in the same order
+            total = total + values[r]
+        return Tensor(np.asarray(total, dtype=local.dtype))
     raise TypeError(
         f"all_reduce_sum: unsupported dtype {dtype}; use float16, bfloat16, float32, float64, "
         f"int32 or int64")

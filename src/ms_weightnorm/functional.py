@@ -42,7 +42,8 @@ import numpy as np
 
 import mindspore as ms
 from mindspore import Tensor, ops
-from mindspore.ops.primitive import PrimitiveWithInfer
+
+from ._compat import compiling, elementwise_type
 
 __all__ = [
     "canonical_dim",
@@ -53,6 +54,10 @@ __all__ = [
     "set_backend",
     "get_backend",
     "fused_available",
+    "spectral_matrix",
+    "l2_normalize",
+    "power_iteration",
+    "spectral_norm",
 ]
 
 Dim = Optional[int]
@@ -91,23 +96,9 @@ def g_shape(shape: Tuple[int, ...], dim: Dim) -> Tuple[int, ...]:
     return tuple(n if i == axis else 1 for i, n in enumerate(shape))
 
 
-class _Traced(PrimitiveWithInfer):
-    """``_traced()`` is True while MindSpore compiles a graph (GRAPH_MODE, ``ms.jit``), False in
-    PyNative execution: a constant primitive whose compile-time value differs from its call."""
-
-    def __init__(self):
-        super().__init__("ms_weightnorm_traced")
-        self.set_const_prim(True)
-        self.add_prim_attr("constexpr_prim", True)
-
-    def __infer__(self, *args):
-        return {"dtype": None, "shape": None, "value": True}
-
-    def __call__(self, *args):
-        return False
-
-
-_traced = _Traced()
+# ``_traced(0)``: True while MindSpore compiles a graph (GRAPH_MODE, ``ms.jit``), False in
+# PyNative execution.
+_traced = compiling
 
 
 def _reduce_sum_keep(x: Tensor, axis: Optional[int]) -> Tensor:
@@ -217,6 +208,10 @@ def _composed_weight_norm(v: Tensor, g: Tensor, axis: Optional[int], eps: float)
     else:
         norm = norm_except_dim(v, 2, axis, eps)
     scale = _to_float32(g) / norm
+    work = elementwise_type(v.dtype)
+    if work != v.dtype:
+        # This backend has no multiply kernel for v's type (see _compat): multiply in float32.
+        return (v.astype(work) * scale.astype(work)).astype(v.dtype)
     if scale.dtype != v.dtype:
         scale = scale.astype(v.dtype)
     return v * scale
@@ -408,3 +403,95 @@ def _backward_vjp(v, g, dw, meta, dout, axis, eps):
     grad_dw = (s * af + coef * vf).astype(dw.dtype)
     grad_v = -s * c * af + coef * dwf + ((3.0 * s * c * big_b - s * big_a) / n2 - bf * c / n) * vf
     return grad_v.astype(v.dtype), grad_g, grad_dw, ops.zeros_like(meta)
+
+
+# ---------------------------------------------------------------------------------------
+# Spectral norm (Miyato et al., 2018): pure functions; the state update is the caller's
+# ---------------------------------------------------------------------------------------
+
+def spectral_matrix(w: Tensor, dim: int = 0) -> Tensor:
+    """``w`` viewed as a matrix: axis ``dim`` first, every other axis flattened, in order.
+
+    >>> import numpy as np, mindspore as ms
+    >>> w = ms.Tensor(np.arange(24, dtype=np.float32).reshape(2, 3, 1, 4))
+    >>> spectral_matrix(w, 0).shape, spectral_matrix(w, 1).shape
+    ((2, 12), (3, 8))
+    """
+    ndim = w.ndim
+    if dim != 0:
+        w = ops.transpose(w, (dim,) + tuple(i for i in range(ndim) if i != dim))
+    return w.reshape(w.shape[0], -1)
+
+
+def l2_normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
+    """``x / max(||x||, eps)`` for a vector ``x`` (the semantics of PyTorch's ``F.normalize``).
+
+    >>> import numpy as np, mindspore as ms
+    >>> l2_normalize(ms.Tensor(np.array([3.0, 4.0], np.float32))).asnumpy().tolist()
+    [0.6000000238418579, 0.800000011920929]
+    """
+    return x / ops.maximum(ops.sqrt((x * x).sum()), ops.scalar_to_tensor(eps, x.dtype))
+
+
+def _mv(mat: Tensor, x: Tensor) -> Tensor:
+    return ops.matmul(mat, x.reshape(-1, 1)).reshape(-1)
+
+
+def _mtv(mat: Tensor, x: Tensor) -> Tensor:
+    return ops.matmul(x.reshape(1, -1), mat).reshape(-1)
+
+
+def power_iteration(mat: Tensor, u: Tensor, v: Tensor, n_iterations: int, eps: float = 1e-12,
+                    u_first: bool = True) -> Tuple[Tensor, Tensor]:
+    """``n_iterations`` steps of the power method for the top singular vectors of ``mat``.
+
+    ``u_first=True`` (PyTorch's ``nn.utils.parametrizations.spectral_norm``) updates
+    ``u = normalize(mat v)`` then ``v = normalize(mat^T u)``; ``u_first=False`` (the older
+    ``nn.utils.spectral_norm``) updates ``v`` from ``u`` first. No gradient flows through the
+    result (the inputs are wrapped in ``stop_gradient``).
+
+    >>> import numpy as np, mindspore as ms
+    >>> mat = ms.Tensor(np.diag([3.0, 1.0]).astype(np.float32))
+    >>> ones = ms.Tensor(np.ones(2, np.float32))
+    >>> u, v = power_iteration(mat, ones, ones, 30)
+    >>> np.round(u.asnumpy(), 4).tolist(), np.round(v.asnumpy(), 4).tolist()
+    ([1.0, 0.0], [1.0, 0.0])
+    """
+    mat = ops.stop_gradient(mat)
+    u = ops.stop_gradient(u)
+    v = ops.stop_gradient(v)
+    for _ in range(n_iterations):
+        if u_first:
+            u = l2_normalize(_mv(mat, v), eps)
+            v = l2_normalize(_mtv(mat, u), eps)
+        else:
+            v = l2_normalize(_mtv(mat, u), eps)
+            u = l2_normalize(_mv(mat, v), eps)
+    return u, v
+
+
+def spectral_norm(w: Tensor, u: Tensor, v: Tensor, dim: int = 0, n_power_iterations: int = 0,
+                  eps: float = 1e-12, u_first: bool = True) -> Tuple[Tensor, Tensor, Tensor]:
+    """``(w / sigma, u', v')``: ``n_power_iterations`` power steps from ``(u, v)``, then
+    ``sigma = u' . (W v')`` with ``W`` the matrix view of ``w`` (:func:`spectral_matrix`).
+
+    Differentiable in ``w`` (through ``sigma`` as well); ``u'`` and ``v'`` carry no gradient.
+    With ``n_power_iterations=0`` (eval mode) ``u' = u`` and ``v' = v``. Half-precision
+    inputs are computed in float32; the results have the input dtypes.
+
+    >>> import numpy as np, mindspore as ms
+    >>> w = ms.Tensor(np.diag([4.0, 2.0]).astype(np.float32))
+    >>> e1 = ms.Tensor(np.array([1.0, 0.0], np.float32))
+    >>> w_sn, u, v = spectral_norm(w, e1, e1, 0, 1)
+    >>> w_sn.asnumpy().tolist()
+    [[1.0, 0.0], [0.0, 0.5]]
+    """
+    wf, uf, vf = _to_float32(w), _to_float32(u), _to_float32(v)
+    mat = spectral_matrix(wf, dim)
+    if n_power_iterations:
+        uf, vf = power_iteration(mat, uf, vf, n_power_iterations, eps, u_first)
+    else:
+        uf, vf = ops.stop_gradient(uf), ops.stop_gradient(vf)
+    sigma = (uf * _mv(mat, vf)).sum()
+    out = wf / sigma
+    return out.astype(w.dtype), uf.astype(u.dtype), vf.astype(v.dtype)

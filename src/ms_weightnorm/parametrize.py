@@ -8,6 +8,12 @@ that computes the weight from the new Parameters. The property body is ordinary 
 that MindSpore parses into the graph in GRAPH_MODE and runs eagerly in PyNative, so both
 modes share one code path and gradients flow to the new Parameters.
 
+A parametrization may also carry state: non-trainable Parameters (``requires_grad=False``,
+saved in checkpoints, skipped by optimizers) that its compose function reads and updates in
+place with ``ops.assign``, also inside compiled graphs. Such a compose function also gets the
+cell's training flag, a constant while a graph is compiled: so a change of that flag on a
+stateful cell drops the compiled graphs (``ms.jit`` functions do not key their graphs on it).
+
 Layers that read a Parameter through a tuple attribute (nn.LSTM and nn.GRU read
 ``w_ih_list``/``w_hh_list``) get a property for that tuple as well, rebuilt from the
 cell's attributes so the computed weight stands in its slot.
@@ -26,6 +32,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, nn
+
+from ._compat import AMP_FLAG_HOOK, amp_type_name, drop_compiled_graphs, own_params
 
 __all__ = [
     "Parametrization",
@@ -46,16 +54,25 @@ class Parametrization:
     them). They define:
 
     - ``suffixes``: names of the new Parameters, stored as ``<name>_<suffix>``;
-    - ``split(weight) -> tuple[Tensor, ...]``: their initial values, one per suffix, such that
-      ``compose`` gives back ``weight``;
+    - ``state_suffixes`` (optional): names of non-trainable state Parameters, stored the same
+      way after the trainable ones (``requires_grad=False``; saved in checkpoints);
+    - ``split(weight) -> tuple[Tensor, ...]``: their initial values, one per suffix (trainable,
+      then state), such that ``compose`` gives back ``weight``;
     - ``compose_fn() -> callable``: a function of the new Parameters (in suffix order) that
-      returns the weight. It runs inside traced graphs, so it must be graph-compilable.
+      returns the weight. It runs inside traced graphs, so it must be graph-compilable. With
+      state, it takes the trainable Parameters, the state Parameters and last the cell's
+      training flag (a Python bool), and may update the state with ``ops.assign``; with the
+      flag False it must leave the state alone (removal folds the weight that way).
+
+    Error messages name the parametrization by its ``label`` attribute ("weight norm" when
+    it has none) and point to ``remove_<label>``.
     """
 
     suffixes: Tuple[str, ...] = ()
     # For messages: what this is called, and the public function that removes it.
     kind: str = "a parametrization"
     remover: str = "remove_parametrization"
+    state_suffixes: Tuple[str, ...] = ()
 
     def split(self, weight: Tensor) -> Tuple[Tensor, ...]:  # pragma: no cover - interface
         raise NotImplementedError
@@ -77,7 +94,16 @@ class _Entry:
     aliases: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()
 
     def param_names(self) -> Tuple[str, ...]:
-        return tuple(f"{self.name}_{s}" for s in self.parametrization.suffixes)
+        """The new Parameters' attribute names: trainable ones, then state."""
+        p = self.parametrization
+        return tuple(f"{self.name}_{s}" for s in tuple(p.suffixes) + tuple(p.state_suffixes))
+
+    def trainable_names(self) -> Tuple[str, ...]:
+        return self.param_names()[:len(self.parametrization.suffixes)]
+
+    @property
+    def stateful(self) -> bool:
+        return bool(self.parametrization.state_suffixes)
 
 
 _CLASS_CACHE: Dict[Tuple[type, Tuple[_Entry, ...]], type] = {}
@@ -91,9 +117,12 @@ def _amp_cast(w: Tensor, dtype) -> Tensor:
     return w.astype(dtype)
 
 
-def _make_getter(fn: Callable[..., Tensor], names: Tuple[str, ...]) -> Callable[[Any], Tensor]:
+def _make_getter(fn: Callable[..., Tensor], names: Tuple[str, ...],
+                 training: bool = False) -> Callable[[Any], Tensor]:
     # Explicit arities: MindSpore's graph parser handles these plain forms everywhere.
     # (Default arguments in a property getter fail to compile in GRAPH_MODE; closures work.)
+    if training:
+        return _make_training_getter(fn, names)
     if len(names) == 1:
         (a,) = names
 
@@ -113,8 +142,33 @@ def _make_getter(fn: Callable[..., Tensor], names: Tuple[str, ...]) -> Callable[
             return _amp_cast(fn(getattr(self, a), getattr(self, b), getattr(self, c)), self._reparam_amp_dtype)
         return get3
     raise NotImplementedError(
-        f"a parametrization of {', '.join(names)}: at most 3 new Parameters are supported; split into "
-        f"fewer suffixes")
+        f"parametrizations with more than 3 new Parameters are not supported ({', '.join(names)}); "
+        f"use at most 3 suffixes")
+
+
+def _make_training_getter(fn: Callable[..., Tensor], names: Tuple[str, ...]) -> Callable[[Any], Tensor]:
+    # A stateful compose also gets ``self.training``: a constant while a graph is compiled.
+    if len(names) == 2:
+        a, b = names
+
+        def get2t(self):
+            return _amp_cast(fn(getattr(self, a), getattr(self, b), self.training), self._reparam_amp_dtype)
+        return get2t
+    if len(names) == 3:
+        a, b, c = names
+
+        def get3t(self):
+            return _amp_cast(fn(getattr(self, a), getattr(self, b), getattr(self, c), self.training),
+                             self._reparam_amp_dtype)
+        return get3t
+    if len(names) == 4:
+        a, b, c, d = names
+
+        def get4t(self):
+            return _amp_cast(fn(getattr(self, a), getattr(self, b), getattr(self, c), getattr(self, d),
+                                self.training), self._reparam_amp_dtype)
+        return get4t
+    raise NotImplementedError("stateful parametrizations need 2 to 4 Parameters in all")
 
 
 def _make_tuple_getter(slots: Tuple[str, ...], getters: Dict[str, Callable]) -> Callable[[Any], tuple]:
@@ -160,9 +214,16 @@ def _read_only(entry: _Entry, attr: Optional[str] = None) -> Callable[[Any, Any]
     return fail
 
 
+def _kind(p: Parametrization) -> Tuple[str, str]:
+    """What ``p`` is called in messages, and the public function that removes it."""
+    label = getattr(p, "label", None)
+    if label:
+        return label, f"remove_{label.replace(' ', '_')}"
+    return p.kind, p.remover
+
+
 def _origin(entry: _Entry) -> Tuple[str, Tuple[str, ...], str, str]:
-    p = entry.parametrization
-    return entry.name, entry.param_names(), p.kind, p.remover
+    return (entry.name, entry.trainable_names()) + _kind(entry.parametrization)
 
 
 class ComputedTensor(Tensor):
@@ -218,11 +279,14 @@ def _parametrized_class(base: type, entries: Tuple[_Entry, ...]) -> type:
         "_reparam_entries": entries,
         "__reduce_ex__": _reduce_ex,
         "__setattr__": _guarded_setattr,
-        "_add_mixed_precision_flag": _add_mixed_precision_flag,
+        AMP_FLAG_HOOK: _on_amp_flags,
         "_reparam_amp_dtype": None,
         "__module__": base.__module__,
     }
-    getters = {e.name: _make_getter(e.parametrization.compose_fn(), e.param_names()) for e in entries}
+    getters = {e.name: _make_getter(e.parametrization.compose_fn(), e.param_names(), e.stateful)
+               for e in entries}
+    if any(e.stateful for e in entries):
+        namespace["add_flags"] = _add_flags_stateful
     computed = set(getters)
     for entry in entries:
         namespace[entry.name] = _ComputedProperty(getters[entry.name], entry)
@@ -251,13 +315,23 @@ _AMP_DTYPES = {"FP16": ms.float16, "BF16": ms.bfloat16, "FP32": ms.float32}
 
 def _amp_dtype_of(cell: nn.Cell):
     """The float type ``to_float``/amp set on ``cell`` (None when it has none)."""
-    kind = getattr(cell, "mixed_precision_type", None)
-    return _AMP_DTYPES.get(getattr(kind, "name", None))
+    return _AMP_DTYPES.get(amp_type_name(cell))
 
 
-def _add_mixed_precision_flag(self, **flags):
-    type(self)._reparam_base._add_mixed_precision_flag(self, **flags)
+def _on_amp_flags(self, **flags):
+    getattr(type(self)._reparam_base, AMP_FLAG_HOOK)(self, **flags)
     object.__setattr__(self, "_reparam_amp_dtype", _amp_dtype_of(self))
+
+
+def _add_flags_stateful(self, **flags):
+    # The training flag is compiled into graphs as a constant; a cell-keyed graph is also
+    # keyed on the top cell's phase, an ``ms.jit`` function's graph is not: a changed flag
+    # would silently run a stale graph (updating the state in eval mode, or not in training).
+    before = self.__dict__.get("training")
+    type(self)._reparam_base.add_flags(self, **flags)
+    if "training" in flags and bool(flags["training"]) != bool(before):
+        invalidate_compiled_graphs()
+    return self
 
 
 def _rebuild(base: type, entries: Tuple[_Entry, ...]):
@@ -298,7 +372,7 @@ def _cell_label(cell: nn.Cell) -> str:
 
 def _find_aliases(cell: nn.Cell, param: Parameter) -> Tuple[Tuple[str, Tuple[str, ...]], ...]:
     """Tuple attributes (ParameterTuple) of ``cell`` that hold ``param``, with slot names."""
-    by_id = {id(p): key for key, p in cell._params.items()}
+    by_id = {id(p): key for key, p in own_params(cell).items()}
     aliases = []
     for attr, value in list(vars(cell).items()):
         if not isinstance(value, (ParameterTuple, tuple)) or attr.startswith("_"):
@@ -315,7 +389,7 @@ def _find_aliases(cell: nn.Cell, param: Parameter) -> Tuple[Tuple[str, Tuple[str
             slots.append(by_id[id(x)])
         aliases.append((attr, tuple(slots)))
     # Tuples already replaced by a property for another parametrized slot of the same tuple.
-    key = next((k for k, p in cell._params.items() if p is param), None)
+    key = next((k for k, p in own_params(cell).items() if p is param), None)
     for entry in _entries(cell):
         for attr, slots in entry.aliases:
             if key in slots and all(attr != a for a, _ in aliases):
@@ -324,15 +398,16 @@ def _find_aliases(cell: nn.Cell, param: Parameter) -> Tuple[Tuple[str, Tuple[str
 
 
 def _replace_params(cell: nn.Cell, old_key: str, new: Dict[str, Parameter]) -> None:
-    """Put ``new`` Parameters where ``old_key`` stood in ``cell._params`` (keeps order)."""
+    """Put ``new`` Parameters where ``old_key`` stood in the cell's own Parameters (keeps order)."""
+    params = own_params(cell)
     items = []
-    for key, p in cell._params.items():
+    for key, p in params.items():
         if key == old_key:
             items.extend(new.items())
         elif key not in new:
             items.append((key, p))
-    cell._params.clear()
-    cell._params.update(items)
+    params.clear()
+    params.update(items)
 
 
 # --- who else holds a Parameter (ties) ---------------------------------------------------------
@@ -384,7 +459,7 @@ def _holders(pairs: Sequence[Tuple[nn.Cell, str]]) -> Dict[int, List[Tuple[nn.Ce
     ``pairs`` are distinct. Callers should hold no other reference to these Parameters (a
     local variable is enough to force the scan: correct, only slower).
     """
-    params = [cell._params[key] for cell, key in pairs]
+    params = [own_params(cell)[key] for cell, key in pairs]
     counts = _refcounts(params)
     known: Dict[int, List[Tuple[nn.Cell, str]]] = {}
     for pair, p in zip(pairs, params):
@@ -460,6 +535,11 @@ class _Group:
 
     def prepare(self) -> None:
         """Everything that can fail: validation and the split values. Changes nothing."""
+        self.validate()
+        self.values = tuple(self.parametrization.split(self.weight))
+
+    def validate(self) -> None:
+        self.entries = []
         seen = set()
         for path, cell, key in self.members:
             if id(cell) in seen:
@@ -470,19 +550,20 @@ class _Group:
             self.parametrization.check(cell, key, self.weight)
             entry = _Entry(key, self.parametrization, _find_aliases(cell, self.weight))
             for new_name in entry.param_names():
-                if new_name in cell._params or new_name in vars(cell):
+                if new_name in own_params(cell) or new_name in vars(cell):
                     raise ValueError(
                         f"{_cell_label(cell)} already has an attribute '{new_name}', so '{key}' cannot be "
                         f"parametrized (the new Parameters are named '<name>_<suffix>'); rename or "
                         f"remove '{new_name}' first")
             self.entries.append(entry)
-        self.values = tuple(self.parametrization.split(self.weight))
 
     def apply(self) -> None:
         base_name = _base_name(self.weight, self.members)
+        n_trainable = len(self.parametrization.suffixes)
+        all_suffixes = tuple(self.parametrization.suffixes) + tuple(self.parametrization.state_suffixes)
         new_params = tuple(
-            Parameter(value, name=f"{base_name}_{suffix}", requires_grad=self.weight.requires_grad)
-            for suffix, value in zip(self.parametrization.suffixes, self.values))
+            Parameter(value, name=f"{base_name}_{suffix}", requires_grad=self.weight.requires_grad and i < n_trainable)
+            for i, (suffix, value) in enumerate(zip(all_suffixes, self.values)))
         for (_, cell, key), entry in zip(self.members, self.entries):
             new_cls = _parametrized_class(original_class(cell), _entries(cell) + (entry,))
             _replace_params(cell, key, dict(zip(entry.param_names(), new_params)))
@@ -503,11 +584,11 @@ def _check_own_parameter(cell: nn.Cell, name: str) -> None:
         raise _not_a_cell(cell, name)
     label = _cell_label(cell)
     if is_parametrized(cell, name):
-        p = parametrizations(cell)[name]
+        kind, remover = _kind(parametrizations(cell)[name])
         raise ValueError(
-            f"{label}: {p.kind} is already applied to '{name}'; call {p.remover}(cell, '{name}') first "
+            f"{label}: {kind} is already applied to '{name}'; call {remover}(cell, '{name}') first "
             f"if you want to apply it again with other settings")
-    params = cell._params
+    params = own_params(cell)
     if name not in params:
         available = ", ".join(sorted(params)) or "none"
         raise ValueError(
@@ -517,6 +598,27 @@ def _check_own_parameter(cell: nn.Cell, name: str) -> None:
         raise TypeError(
             f"{label}: '{name}' is a {type(params[name]).__name__}, not a Parameter; only Parameters can be "
             f"parametrized")
+
+
+def check_registration(cell: nn.Cell, name: str, parametrization: Parametrization) -> None:
+    """Raise what :func:`register_parametrization` would raise for ``cell`` itself, changing nothing.
+
+    Callers that change several cells check them all first, so that an error leaves none changed.
+    (Ties are checked by :func:`register_parametrization`/:func:`register_parametrizations`.)
+
+    >>> from mindspore import nn
+    >>> from ms_weightnorm.weight_norm import WeightNormParametrization
+    >>> layer = nn.Dense(2, 2)
+    >>> check_registration(layer, "weight", WeightNormParametrization(0))
+    >>> check_registration(layer, "kernel", WeightNormParametrization(0))
+    Traceback (most recent call last):
+    ...
+    ValueError: Dense cell has no Parameter 'kernel' of its own (its Parameters: bias, weight); pass name= one of those, or apply it to the child cell that owns the Parameter
+    >>> sorted(name for name, _ in layer.parameters_and_names())
+    ['bias', 'weight']
+    """
+    _check_own_parameter(cell, name)
+    _Group([(None, cell, name)], parametrization, own_params(cell)[name], []).validate()
 
 
 def register_parametrization(cell: nn.Cell, name: str, parametrization: Parametrization) -> nn.Cell:
@@ -539,7 +641,7 @@ def register_parametrization(cell: nn.Cell, name: str, parametrization: Parametr
     """
     _check_own_parameter(cell, name)
     holders = _holders([(cell, name)])
-    weight = cell._params[name]
+    weight = own_params(cell)[name]
     others = [h for h in holders[id(weight)] if h != (cell, name)]
     trainers = [h for h in others if _is_training_holder(*h)]
     if trainers:
@@ -598,7 +700,7 @@ def register_parametrizations(net: nn.Cell, selected: Sequence[Tuple[str, nn.Cel
     order = {cell_id: i for i, cell_id in enumerate(paths)}
     groups: List[_Group] = []
     for pid, members in holders.items():
-        weight = members[0][0]._params[members[0][1]]
+        weight = own_params(members[0][0])[members[0][1]]
         lead_cell, lead_key = members[0]
         trainers = [m for m in members if _is_training_holder(*m)]
         if trainers:
@@ -644,7 +746,7 @@ def _fold_group(cell: nn.Cell, entry: _Entry) -> List[Tuple[nn.Cell, _Entry]]:
     """The cells that share ``entry``'s new Parameters with ``cell`` (itself first)."""
     # Look up the holders before taking any local reference to the Parameters (see _holders).
     found = _holders([(cell, entry.param_names()[0])])
-    own = tuple(cell._params[n] for n in entry.param_names())
+    own = tuple(own_params(cell)[n] for n in entry.param_names())
     holders = found[id(own[0])]
     group = [(cell, entry)]
     for other, key in holders:
@@ -652,7 +754,7 @@ def _fold_group(cell: nn.Cell, entry: _Entry) -> List[Tuple[nn.Cell, _Entry]]:
             continue
         for e in _entries(other):
             names = e.param_names()
-            if names[0] == key and all(other._params.get(n) is p for n, p in zip(names, own)):
+            if names[0] == key and all(own_params(other).get(n) is p for n, p in zip(names, own)):
                 group.append((other, e))
     return group
 
@@ -679,8 +781,13 @@ def remove_parametrization(cell: nn.Cell, name: str) -> Parameter:
             f"{_cell_label(cell)}: '{name}' is not parametrized (parametrized: {applied}), nothing to "
             f"remove; pass name= one of those, or the cell that has it")
     group = _fold_group(cell, entry)
-    value = type(cell).__dict__[name].fget(cell)
-    first = cell._params[entry.param_names()[0]]
+    if entry.stateful:
+        # Folding reads the weight as in eval mode: removal never advances the state.
+        args = [getattr(cell, n) for n in entry.param_names()]
+        value = _amp_cast(entry.parametrization.compose_fn()(*args, False), cell._reparam_amp_dtype)
+    else:
+        value = type(cell).__dict__[name].fget(cell)
+    first = own_params(cell)[entry.param_names()[0]]
     suffix = "_" + entry.parametrization.suffixes[0]
     param_name = first.name[: -len(suffix)] if first.name.endswith(suffix) else name
     folded = Parameter(value, name=param_name, requires_grad=first.requires_grad)
@@ -695,14 +802,15 @@ def _unregister(cell: nn.Cell, entry: _Entry, folded: Parameter) -> None:
     base = original_class(cell)
     new_cls = _parametrized_class(base, rest) if rest else base
     old_keys = entry.param_names()
+    params = own_params(cell)
     items = []
-    for key, p in cell._params.items():
+    for key, p in params.items():
         if key == old_keys[0]:
             items.append((entry.name, folded))
         elif key not in old_keys:
             items.append((key, p))
-    cell._params.clear()
-    cell._params.update(items)
+    params.clear()
+    params.update(items)
     object.__setattr__(cell, "__class__", new_cls)
     for attr, slots in entry.aliases:
         # Other entries may still compute some slots: only restore a plain tuple once no
@@ -719,18 +827,4 @@ def invalidate_compiled_graphs() -> None:
     a cached graph would silently compute with the old structure. Dropping the caches is
     what ``mindspore.ms_memory_recycle`` does to them, without its memory recycling.
     """
-    from mindspore.graph import api as _api  # internal; only its caches are touched
-
-    executor = _api._cell_graph_executor
-    if _api.ms_compile_cache:
-        executor.del_net_res(None, _api.ms_compile_cache)
-        try:
-            jit_executor = _api.JitExecutor_.get_instance()
-            jit_executor.del_net_res(None, _api.ms_compile_cache)
-        except Exception:  # pragma: no cover - depends on the jit pipeline in use
-            pass
-        _api.ms_compile_cache.clear()
-    for cache in _api.cells_compile_cache.values():
-        if cache:
-            executor.del_net_res(None, cache)
-            cache.clear()
+    drop_compiled_graphs()

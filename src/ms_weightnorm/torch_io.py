@@ -15,6 +15,14 @@ Parameter's PyTorch name. Three things differ between the frameworks and are map
   ``<p>.weight_v``. A weight-normed entry loads into a plain Parameter (folded to
   ``g * v / ||v||``) and a plain weight loads into a weight-normed cell (split into ``g = ||w||``
   and ``v = w``), whatever either side's ``dim``.
+- spectral norm: PyTorch stores ``<p>.weight_orig``/``<p>.weight_u``/``<p>.weight_v``
+  (``torch.nn.utils.spectral_norm``) or ``<p>.parametrizations.weight.original`` with
+  ``<p>.parametrizations.weight.0._u``/``._v`` (``torch.nn.utils.parametrizations.spectral_norm``);
+  this library stores ``<p>.weight_orig``, ``<p>.weight_u``, ``<p>.weight_v``. Into a plain or a
+  weight-normed cell such an entry loads folded (``orig / sigma`` with the stored ``u``, ``v``);
+  into a spectral-normed cell ``orig``, ``u``, ``v`` are copied exactly. A plain or weight-normed
+  entry loads into a spectral-normed cell as ``orig = w``, with ``u``, ``v`` re-estimated from
+  it (15 power steps from the cell's current ones).
 - layouts: PyTorch's 3-D Conv1d/ConvTranspose1d weights ``(a, b, k)`` are ``(a, b, 1, k)`` in
   MindSpore; their ``g`` gets the same extra axis, so PyTorch's ``dim=2`` lands on axis 3.
 - names: Embedding ``weight`` is ``embedding_table``; BatchNorm/InstanceNorm ``weight``,
@@ -33,6 +41,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn
 
 from .functional import g_shape
+from ._compat import own_params, private_nn_class
 from ._torch_pickle import (
     CheckpointError,
     LazyTensor,
@@ -44,6 +53,8 @@ from ._torch_pickle import (
     write_safetensors,
 )
 from .parametrize import invalidate_compiled_graphs, original_class
+from .spectral_norm import (WARMUP_ITERATIONS, SpectralNormParametrization, default_dim, matrix_shape,
+                            np_matrix, np_power_iteration, np_sigma, spectral_norms)
 from .weight_norm import WeightNorm, WeightNormParametrization, weight_norms
 
 __all__ = [
@@ -77,10 +88,8 @@ def _norm_classes(*names: str) -> Tuple[type, ...]:
     for name in names:
         cls = getattr(nn, name, None)
         if cls is None:
-            # Private bases (``_BatchNorm``) also cover user subclasses; looked up by name
-            # because they are not public API and may move.
-            from mindspore.nn.layer import normalization
-            cls = getattr(normalization, name, None)
+            # Private bases (``_BatchNorm``) also cover user subclasses.
+            cls = private_nn_class("normalization", name)
         if isinstance(cls, type):
             found.append(cls)
     return tuple(found)
@@ -127,8 +136,9 @@ class _Target:
     name: str                      # MindSpore attribute name (``weight``, ``gamma``...)
     torch_name: str                # its PyTorch name (``weight`` for ``gamma``...)
     wn: Optional[WeightNormParametrization]
-    params: Tuple[Parameter, ...]  # (p,) or (g, v)
+    params: Tuple[Parameter, ...]  # (p,) or (g, v) or (orig, u, v)
     keys: Tuple[str, ...]          # their paths in the network
+    sn: Optional[SpectralNormParametrization] = None
 
     @property
     def torch_key(self) -> str:
@@ -136,7 +146,7 @@ class _Target:
 
     @property
     def shape(self) -> Tuple[int, ...]:
-        return tuple(self.params[-1].shape)
+        return tuple((self.params[0] if self.sn is not None else self.params[-1]).shape)
 
     @property
     def is_conv1d(self) -> bool:
@@ -161,10 +171,17 @@ def _targets(net: nn.Cell) -> List[_Target]:
         wn = weight_norms(cell)
         wn_keys = {f"{k}_{s}": k for k in wn for s in WeightNormParametrization.suffixes}
         for name, p in wn.items():
-            g, v = cell._params[f"{name}_g"], cell._params[f"{name}_v"]
+            params = own_params(cell)
+            g, v = params[f"{name}_g"], params[f"{name}_v"]
             out.append(_Target(path, cell, name, renames.get(name, name), p, (g, v),
                                (_join(ms_path, f"{name}_g"), _join(ms_path, f"{name}_v"))))
-        for key, param in cell._params.items():
+        for name, p in spectral_norms(cell).items():
+            sn_names = tuple(f"{name}_{s}" for s in _SN_SUFFIXES)
+            wn_keys.update((k, name) for k in sn_names)
+            out.append(_Target(path, cell, name, renames.get(name, name), None,
+                               tuple(own_params(cell)[k] for k in sn_names),
+                               tuple(_join(ms_path, k) for k in sn_names), sn=p))
+        for key, param in own_params(cell).items():
             if key in wn_keys or param is None:
                 continue
             out.append(_Target(path, cell, key, renames.get(key, key), None, (param,), (_join(ms_path, key),)))
@@ -363,18 +380,27 @@ def _np_dtype(param: Parameter) -> np.dtype:
     return np.dtype(found)
 
 
+_SN_SUFFIXES = SpectralNormParametrization.suffixes + SpectralNormParametrization.state_suffixes
+
+
 def _candidate_keys(target: _Target) -> Tuple[str, ...]:
-    """The checkpoint keys that could hold ``target``: plain, old-style (g, v), new-style (g, v)."""
+    """The checkpoint keys that could hold ``target``: plain, old-style (g, v), new-style (g, v),
+    old-style spectral (orig, u, v), new-style spectral (orig, u, v)."""
     prefix = _join(target.path, "")
     t = target.torch_name
     return (target.torch_key, target.torch_key + "_g", target.torch_key + "_v",
-            f"{prefix}parametrizations.{t}.original0", f"{prefix}parametrizations.{t}.original1")
+            f"{prefix}parametrizations.{t}.original0", f"{prefix}parametrizations.{t}.original1",
+            *(f"{target.torch_key}_{s}" for s in _SN_SUFFIXES),
+            f"{prefix}parametrizations.{t}.original", f"{prefix}parametrizations.{t}.0._u",
+            f"{prefix}parametrizations.{t}.0._v")
 
 
 def _find(target: _Target, src: Mapping[str, np.ndarray]) -> Tuple[str, Tuple[str, ...]]:
-    """Which of the checkpoint's styles holds ``target``: ('plain'|'wn', keys), or ('', ())."""
-    plain, old_g, old_v, new_g, new_v = _candidate_keys(target)
-    styles = [(kind, keys) for kind, keys in (("plain", (plain,)), ("wn", (old_g, old_v)), ("wn", (new_g, new_v)))
+    """Which of the checkpoint's styles holds ``target``: ('plain'|'wn'|'sn', keys), or ('', ())."""
+    candidates = _candidate_keys(target)
+    plain, old_g, old_v, new_g, new_v = candidates[:5]
+    styles = [(kind, keys) for kind, keys in (("plain", (plain,)), ("wn", (old_g, old_v)), ("wn", (new_g, new_v)),
+                                              ("sn", candidates[5:8]), ("sn", candidates[8:11]))
               if all(k in src for k in keys)]
     if len(styles) > 1:
         found = ", ".join(k for _, keys in styles for k in keys)
@@ -387,6 +413,8 @@ def _values_for(target: _Target, kind: str, keys: Tuple[str, ...],
     """The arrays to put into ``target.params``, in MindSpore layout and dtype."""
     shape = target.shape
     what = f"{target.torch_key} (MindSpore {', '.join(target.keys)}, shape {shape})"
+    if kind == "sn":
+        return _sn_values(target, keys, src, what)
     if kind == "plain":
         w = _fit(src[keys[0]], shape)
         if w is None:
@@ -403,6 +431,10 @@ def _values_for(target: _Target, kind: str, keys: Tuple[str, ...],
         src_axis = _wn_axis(g, v, keys[0])
         w = None
 
+    if target.sn is not None:
+        if w is None:
+            w = g.astype(np.float64) * (v.astype(np.float64) / _norm(v, src_axis))
+        return _sn_split(target, w)
     if target.wn is None:
         if w is None:
             w = g.astype(np.float64) * (v.astype(np.float64) / _norm(v, src_axis))
@@ -416,6 +448,45 @@ def _values_for(target: _Target, kind: str, keys: Tuple[str, ...],
                 w = g.astype(np.float64) * (v.astype(np.float64) / _norm(v, src_axis))
             values = (_norm(w, target.wn.dim, target.wn.eps).reshape(want_g), w)
     return tuple(np.asarray(a).astype(_np_dtype(p)) for a, p in zip(values, target.params))
+
+
+def _sn_split(target: _Target, w: np.ndarray) -> Tuple[np.ndarray, ...]:
+    """(orig, u, v) for a spectral-normed ``target`` from a plain weight: u, v re-estimated."""
+    sn = target.sn
+    u0, v0 = (_param_numpy(p).astype(np.float64) for p in target.params[1:])
+    u, v = np_power_iteration(np_matrix(w.astype(np.float64), sn.dim), u0, v0, WARMUP_ITERATIONS, sn.eps)
+    return tuple(np.asarray(a).astype(_np_dtype(p)) for a, p in zip((w, u, v), target.params))
+
+
+def _sn_values(target: _Target, keys: Tuple[str, ...], src: Mapping[str, np.ndarray],
+               what: str) -> Tuple[np.ndarray, ...]:
+    """Values for ``target`` from a spectral-norm entry (orig, u, v) of the checkpoint."""
+    shape = target.shape
+    orig = _fit(src[keys[0]], shape)
+    if orig is None:
+        raise _Problem(f"{what}: checkpoint '{keys[0]}' has shape {src[keys[0]].shape}")
+    u, v = src[keys[1]], src[keys[2]]
+    for key, x in ((keys[1], u), (keys[2], v)):
+        if x.ndim != 1 or x.dtype.kind != "f":
+            raise _Problem(f"{what}: checkpoint '{key}' should be a float vector, got {x.dtype} {x.shape}")
+    # The checkpoint does not record its dim: take the axis whose matrix view fits u and v,
+    # preferring the cell's own dim, then PyTorch's default for the layer type.
+    order = ([target.sn.dim] if target.sn is not None else []) + [default_dim(target.cell)] + list(range(len(shape)))
+    dim = next((d for d in order if d < len(shape) and matrix_shape(shape, d) == (u.size, v.size)), None)
+    if dim is None:
+        raise _Problem(f"{what}: checkpoint '{keys[1]}' {u.shape} and '{keys[2]}' {v.shape} fit no "
+                       f"matrix view of the weight")
+    if target.sn is not None and dim == target.sn.dim:
+        return tuple(np.asarray(a).astype(_np_dtype(p)) for a, p in zip((orig, u, v), target.params))
+    sigma = np_sigma(orig, u, v, dim)
+    if not np.isfinite(sigma) or sigma == 0:
+        raise _Problem(f"{what}: checkpoint '{keys[0]}' with its u, v gives sigma = {sigma}")
+    w = orig.astype(np.float64) / sigma
+    if target.sn is not None:
+        return _sn_split(target, w)
+    if target.wn is None:
+        return (w.astype(_np_dtype(target.params[0])),)
+    return _values_for(target, "plain", keys[:1], {keys[0]: w})
 
 
 def load_torch_state_dict(net: nn.Cell, source: Union[PathLike, Mapping[str, Any]],
@@ -556,7 +627,10 @@ def _torch_entries(net: nn.Cell, style: str) -> Dict[str, Tuple[np.ndarray, bool
             # MindSpore's (a, b, 1, k) Conv1d layout is PyTorch's (a, b, k); g follows.
             arrays = [a[:, :, 0, :] if a.ndim == 4 and a.shape[2] == 1 else a for a in arrays]
         candidates = _candidate_keys(target)
-        keys = candidates[:1] if target.wn is None else candidates[1:3] if style == "old" else candidates[3:]
+        if target.sn is not None:
+            keys = candidates[5:8] if style == "old" else candidates[8:11]
+        else:
+            keys = candidates[:1] if target.wn is None else candidates[1:3] if style == "old" else candidates[3:5]
         for key, array, param in zip(keys, arrays, target.params):
             if key in out and not np.array_equal(out[key][0], array):
                 raise ValueError(f"two Parameters of the network map to the PyTorch key '{key}'")
@@ -570,6 +644,8 @@ def to_torch_state_dict(net: nn.Cell, style: str = "new") -> Dict[str, np.ndarra
     ``style="new"`` names weight-normed entries ``<p>.parametrizations.<name>.original0``
     (g) and ``original1`` (v), as ``torch.nn.utils.parametrizations.weight_norm`` does;
     ``style="old"`` names them ``<p>.<name>_g``/``<p>.<name>_v`` (``torch.nn.utils.weight_norm``).
+    Spectral-normed entries are ``<p>.parametrizations.<name>.original`` and ``.0._u``/``.0._v``
+    (new) or ``<p>.<name>_orig``/``_u``/``_v`` (old).
     bfloat16 Parameters come back as float32 (exactly). PyTorch's BatchNorm keeps its own
     ``num_batches_tracked`` when the key is absent, so none is written.
 

@@ -13,6 +13,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn
 
 from . import functional as F
+from ._compat import own_params
 from .parametrize import (
     Parametrization,
     original_class,
@@ -104,7 +105,7 @@ def _make_parametrization(cell: nn.Cell, name: str, dim: F.Dim, eps: float) -> W
     where = f"{label}, Parameter '{name}'"
     eps = _check_eps(eps, where)
     dim = _check_dim(dim, where)
-    weight = cell._params.get(name) if isinstance(cell, nn.Cell) else None
+    weight = own_params(cell).get(name) if isinstance(cell, nn.Cell) else None
     if weight is None:
         # Let the mechanism produce its full error (it lists the cell's Parameters).
         return WeightNormParametrization(0, eps)
@@ -287,7 +288,7 @@ def _as_type_tuple(cell_types: CellTypes) -> Optional[Tuple[type, ...]]:
 
 
 def _is_candidate(cell: nn.Cell, name: str, types: Optional[Tuple[type, ...]]) -> bool:
-    param = cell._params.get(name)
+    param = own_params(cell).get(name)
     if param is None:
         return False
     if types is not None:

@@ -1,0 +1,63 @@
+"""mutmut 2 hooks for ``bash run.sh mutate`` (copied to the root of the scratch copy it runs in).
+
+Each mutant runs only the fast tests that exercise its module (``MODULE_TESTS``), with ``-x``:
+a mutant in functional.py does not wait for the unpickler's tests. Lines that are only the
+text of an error message, a warning or a docstring are skipped: a mutant there changes
+wording, not behaviour (the tests that match messages check the words that matter).
+"""
+import os
+import sys
+import zlib
+
+PKG = "src/ms_weightnorm/"
+
+# Module -> pytest arguments: tests (and doctests) that a mutant of it must fail, fastest
+# first. The per-layer sweep of test_weight_norm (80 s) runs for a few layer kinds only.
+_WN_SUBSET = ["-k", "not test_layer_outputs_and_gradients or Dense-weight or LSTM or Conv1d-weight"]
+MODULE_TESTS = {
+    "distributed.py": [PKG + "distributed.py",
+                       "tests/test_distributed.py::test_without_communication_helpers_are_the_identity",
+                       "tests/test_distributed.py::test_all_reduce_sum_two_processes_every_dtype"],
+    "weight_norm.py": [PKG + "weight_norm.py", "tests/test_parametrize_edges.py", "tests/test_weight_norm.py",
+                       "tests/test_parametrize.py",
+                       *_WN_SUBSET],
+    "parametrize.py": [PKG + "parametrize.py", "tests/test_parametrize.py", "tests/test_parametrize_edges.py",
+                       "tests/test_weight_norm.py",
+                       *_WN_SUBSET],
+    "init.py": [PKG + "init.py", "tests/test_init.py"],
+    "functional.py": [PKG + "functional.py", "tests/test_functional.py", "tests/test_fused.py"],
+    "_torch_pickle.py": [PKG + "_torch_pickle.py", "tests/test_hostile_files.py", "tests/test_torch_io.py"],
+}
+
+# Fraction of mutants to run (MUTATE_SAMPLE, default all): a deterministic sample spread over
+# every line, so a short budget still measures the whole module rather than its first lines.
+SAMPLE = float(os.environ.get("MUTATE_SAMPLE", "1"))
+
+
+def _sampled_out(filename: str, line_number: int, index: int) -> bool:
+    if SAMPLE >= 1:
+        return False
+    key = zlib.crc32(f"{filename.rsplit('/', 1)[-1]}:{line_number}:{index}".encode())
+    return key % 10000 >= SAMPLE * 10000
+
+
+def _message_only(line: str) -> bool:
+    s = line.strip()
+    # Continuation lines of messages and docstrings: a string literal alone on its line.
+    return s.startswith(('f"', '"', "f'", "'", 'r"', 'rf"')) or s.startswith(("warnings.warn(", '"""'))
+
+
+def pre_mutation(context):
+    name = context.filename.rsplit("/", 1)[-1]
+    if name not in MODULE_TESTS:
+        context.skip = True
+        return
+    if _message_only(context.current_source_line):
+        context.skip = True
+        return
+    mid = context.mutation_id
+    if _sampled_out(context.filename, mid.line_number, mid.index):
+        context.skip = True
+        return
+    python = os.environ.get("MUTATE_PYTHON", sys.executable)
+    context.config.test_command = f"{python} tools/mutation/runner.py {name}"
