@@ -26,7 +26,8 @@ MODULE_TESTS = {
                        *_WN_SUBSET],
     "init.py": [PKG + "init.py", "tests/test_init.py"],
     "functional.py": [PKG + "functional.py", "tests/test_functional.py", "tests/test_fused.py"],
-    "_torch_pickle.py": [PKG + "_torch_pickle.py", "tests/test_hostile_files.py", "tests/test_torch_io.py"],
+    "_torch_pickle.py": [PKG + "_torch_pickle.py", "tests/test_bf16_bits.py", "tests/test_hostile_files.py",
+                         "tests/test_torch_io.py"],
 }
 
 # Fraction of mutants to run (MUTATE_SAMPLE, default all): a deterministic sample spread over
