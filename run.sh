@@ -114,6 +114,12 @@ case "$cmd" in
   mutate)
     # mutmut 2 mutates the source text itself (in a scratch copy), so GRAPH_MODE parses each
     # mutant as written; mutmut 3 routes every function through a runtime trampoline.
-    python -m pip install -q "mutmut==2.5.1"
+    if ! python -c "import mutmut, sys; sys.exit(not mutmut.__version__.startswith('2.'))" 2> /dev/null; then
+      if [ -n "${MS_WEIGHTNORM_VENV:-}" ]; then
+        say "mutate needs mutmut 2 in $venv: run $venv/bin/python -m pip install 'mutmut==2.5.1', or unset MS_WEIGHTNORM_VENV"
+        exit 2
+      fi
+      python -m pip install -q "mutmut==2.5.1"
+    fi
     cd "$repo" && exec python tools/mutation/mutate.py "$@" ;;
 esac
