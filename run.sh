@@ -11,6 +11,8 @@
 # Environment:
 #   MS_WEIGHTNORM_VENV=DIR  use the existing venv DIR as it is: nothing is created or installed
 #                           (it must already hold mindspore and the extras the command needs).
+#   MS_WEIGHTNORM_MINDSPORE=2.7.0  that MindSpore release (any in the supported window, see the
+#                           README), in a venv of its own: .venv-mindspore-2.7.0 instead of .venv.
 #   PYTHON=python3.11       the interpreter that creates .venv (default: python3.11, python3, python).
 # Commands run with this checkout's src/ first on PYTHONPATH, so they use this checkout's code
 # whichever venv they run in.
@@ -39,16 +41,22 @@ fi
 
 # Sizes and times measured with `du -sh` and `time` on a fresh clone (Python 3.11, MindSpore 2.10.0,
 # PyTorch 2.13.0+cpu, 2 cores, 2026-11-29): demo set-up 2 min 26 s, test extras 1 min 22 s more.
+ms_release="MindSpore ${MS_WEIGHTNORM_MINDSPORE:-2.10}"
 size_of() { case "$1" in demo) echo "about 3.0 GB" ;; test) echo "about 3.9 GB" ;; esac; }
 what_of() {
   case "$1" in
-    demo) echo "MindSpore 2.10 + numpy + the demo extras (matplotlib, scikit-learn, mlxtend, tqdm)" ;;
-    test) echo "MindSpore 2.10 + numpy + the demo and test extras (PyTorch 2.13.0 CPU as a test reference, pytest, hypothesis)" ;;
+    demo) echo "$ms_release + numpy + the demo extras (matplotlib, scikit-learn, mlxtend, tqdm)" ;;
+    test) echo "$ms_release + numpy + the demo and test extras (PyTorch 2.13.0 CPU as a test reference, pytest, hypothesis)" ;;
   esac
 }
 
 if [ -n "${MS_WEIGHTNORM_VENV:-}" ]; then
   venv="$MS_WEIGHTNORM_VENV"
+  if [ -n "${MS_WEIGHTNORM_MINDSPORE:-}" ]; then
+    say "MS_WEIGHTNORM_MINDSPORE installs into a venv run.sh creates; MS_WEIGHTNORM_VENV is used as it is."
+    say "Unset one of them."
+    exit 2
+  fi
   if [ ! -x "$venv/bin/python" ]; then
     say "MS_WEIGHTNORM_VENV=$venv has no bin/python. Point it at an existing venv that has mindspore installed,"
     say "or unset it to let run.sh create and fill .venv in $repo."
@@ -56,6 +64,11 @@ if [ -n "${MS_WEIGHTNORM_VENV:-}" ]; then
   fi
 else
   venv="$repo/.venv"
+  ms_pin=()
+  if [ -n "${MS_WEIGHTNORM_MINDSPORE:-}" ]; then
+    venv="$repo/.venv-mindspore-$MS_WEIGHTNORM_MINDSPORE"
+    ms_pin=("mindspore==$MS_WEIGHTNORM_MINDSPORE")
+  fi
   stamp="$venv/.ms_weightnorm_installed"
   # The stamp records the extras installed and the pyproject.toml they came from: "test" covers "demo".
   want="$(cksum < "$repo/pyproject.toml" | cut -d' ' -f1)"
@@ -85,7 +98,7 @@ else
       say "installing $(what_of "$extras") into $venv (grows to $(size_of "$extras") on disk; 1-2 minutes). Once only."
     fi
     if ! { "$venv/bin/python" -m pip install -q --upgrade pip &&
-           "$venv/bin/python" -m pip install -q -e "$repo[$extras]"; }; then
+           "$venv/bin/python" -m pip install -q -e "$repo[$extras]" ${ms_pin[@]+"${ms_pin[@]}"}; }; then
       say "installing failed (pip's messages are above). Check access to PyPI and free disk space"
       say "(4 GB needed), then re-run the same command; to start over: rm -rf $venv"
       exit 1
@@ -116,9 +129,11 @@ case "$cmd" in
     # mutant as written; mutmut 3 routes every function through a runtime trampoline.
     if ! python -c "import mutmut, sys; sys.exit(not mutmut.__version__.startswith('2.'))" 2> /dev/null; then
       if [ -n "${MS_WEIGHTNORM_VENV:-}" ]; then
-        say "mutate needs mutmut 2 in $venv: run $venv/bin/python -m pip install 'mutmut==2.5.1', or unset MS_WEIGHTNORM_VENV"
-        exit 2
+        say "mutate needs mutmut 2 in $venv, which run.sh does not install into a venv it was given:"
+        say "$venv/bin/python -m pip install mutmut==2.5.1, or unset MS_WEIGHTNORM_VENV to use .venv"
+        exit 1
       fi
+      say "installing mutmut 2.5.1 into $venv (a few MB; once)"
       python -m pip install -q "mutmut==2.5.1"
     fi
     cd "$repo" && exec python tools/mutation/mutate.py "$@" ;;

@@ -165,6 +165,11 @@ def _check_msrun(r: Result) -> None:
 
 # Spans that show run.sh's syntax in prose rather than a command to type.
 SYNTAX = {"bash run.sh exec COMMAND [args]", "bash run.sh exec"}
+# README commands this test does not run, and why.
+NOT_RUN = {
+    "bash run.sh mutate [--budget-minutes 60] [--sample 0.15] [--modules functional.py,...]":
+        "mutation testing: about an hour, and it installs mutmut, which run.sh does not do in a given venv",
+}
 
 PLANS: Dict[str, Plan] = {
     "bash run.sh demo": Plan("cheap", DEMO_QUICK, _check_quick_start_demo),
@@ -180,7 +185,7 @@ PLANS: Dict[str, Plan] = {
 
 
 def test_every_readme_command_has_a_plan():
-    commands = [c for c in shell_commands(README.read_text(encoding="utf-8")) if c not in SYNTAX]
+    commands = [c for c in shell_commands(README.read_text(encoding="utf-8")) if c not in SYNTAX and c not in NOT_RUN]
     assert MSRUN in commands  # the README's msrun command, word for word
     unplanned = [c for c in commands if c not in PLANS]
     assert not unplanned, f"README commands this test does not run yet; add them to PLANS: {unplanned}"
@@ -400,8 +405,8 @@ def test_run_sh_failed_install_says_what_to_do_and_retries_next_time(stub_repo):
 
 
 @pytest.mark.parametrize("args, env_extra, expected", [
-    ((), {}, "usage: bash run.sh {demo|test|bench}"),
-    (("nope",), {}, "usage: bash run.sh {demo|test|bench}"),
+    ((), {}, "usage: bash run.sh {demo|test|bench"),
+    (("nope",), {}, "usage: bash run.sh {demo|test|bench"),
     (("exec",), {}, "exec needs a command to run, e.g.: bash run.sh exec python"),
     (("demo",), {"MS_WEIGHTNORM_VENV": "/nonexistent/venv"}, "has no bin/python. Point it at an existing venv"),
 ])

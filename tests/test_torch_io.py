@@ -25,6 +25,7 @@ import torch
 from mindspore import nn
 
 from ms_weightnorm import is_weight_normed, remove_all_weight_norm, weight_norm
+from ms_weightnorm._compat import mindspore_version
 from ms_weightnorm.torch_io import (
     CheckpointError,
     LoadResult,
@@ -236,12 +237,22 @@ def test_embedding_and_layernorm_renames(style, wn):
     assert net.norm.gamma.asnumpy().tolist() == reference.norm.weight.detach().numpy().tolist()
 
 
+def _MS_INSTANCE_NORM():
+    return nn.InstanceNorm2d(3)
+
+
 @pytest.mark.parametrize("torch_cls,ms_layer", [
     (lambda: tnn.BatchNorm2d(3), lambda: nn.BatchNorm2d(3)),
-    (lambda: tnn.InstanceNorm2d(3, affine=True, track_running_stats=True), lambda: nn.InstanceNorm2d(3)),
+    (lambda: tnn.InstanceNorm2d(3, affine=True, track_running_stats=True), _MS_INSTANCE_NORM),
     (lambda: tnn.GroupNorm(1, 3), lambda: nn.GroupNorm(1, 3)),
 ], ids=["batchnorm2d", "instancenorm2d", "groupnorm"])
 def test_norm_layer_renames(torch_cls, ms_layer, tmp_path):
+    if ms_layer is _MS_INSTANCE_NORM and mindspore_version() < (2, 7, 1):
+        # MindSpore 2.7.0's own nn.InstanceNorm2d cannot be built (it calls the missing
+        # ops.InstanceNorm; fixed in 2.7.1): nothing to load into. Pin that down instead.
+        with pytest.raises(AttributeError, match="InstanceNorm"):
+            ms_layer()
+        return
     torch.manual_seed(5)
     layer = torch_cls()
     with torch.no_grad():

@@ -5,6 +5,11 @@
 both in PyNative and GRAPH_MODE alike. Spectral normalization (``w = W / sigma(W)``, for GAN
 discriminators) runs on the same mechanism.
 """
+from ._compat import check_version as _check_version
+
+# Warns once when the installed MindSpore is outside the tested window (see _compat).
+_check_version()
+
 from . import functional
 from .functional import norm_except_dim
 from .init import data_dependent_init

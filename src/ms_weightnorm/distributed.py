@@ -14,6 +14,8 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, ops
 
+from ._compat import comm_initialized
+
 __all__ = ["is_initialized", "world_size", "rank", "all_reduce_sum"]
 
 # Dtypes the collective kernels take directly on every backend. The CPU backend's AllReduce
@@ -30,11 +32,7 @@ def is_initialized() -> bool:
     >>> is_initialized()
     False
     """
-    try:
-        from mindspore.communication.management import GlobalComm
-    except ImportError:  # a build without communication support
-        return False
-    return bool(GlobalComm.INITED)
+    return comm_initialized()
 
 
 def world_size() -> int:

@@ -42,7 +42,8 @@ import numpy as np
 
 import mindspore as ms
 from mindspore import Tensor, ops
-from mindspore.ops.primitive import PrimitiveWithInfer
+
+from ._compat import compiling, elementwise_type
 
 __all__ = [
     "canonical_dim",
@@ -95,23 +96,9 @@ def g_shape(shape: Tuple[int, ...], dim: Dim) -> Tuple[int, ...]:
     return tuple(n if i == axis else 1 for i, n in enumerate(shape))
 
 
-class _Traced(PrimitiveWithInfer):
-    """``_traced()`` is True while MindSpore compiles a graph (GRAPH_MODE, ``ms.jit``), False in
-    PyNative execution: a constant primitive whose compile-time value differs from its call."""
-
-    def __init__(self):
-        super().__init__("ms_weightnorm_traced")
-        self.set_const_prim(True)
-        self.add_prim_attr("constexpr_prim", True)
-
-    def __infer__(self, *args):
-        return {"dtype": None, "shape": None, "value": True}
-
-    def __call__(self, *args):
-        return False
-
-
-_traced = _Traced()
+# ``_traced(0)``: True while MindSpore compiles a graph (GRAPH_MODE, ``ms.jit``), False in
+# PyNative execution.
+_traced = compiling
 
 
 def _reduce_sum_keep(x: Tensor, axis: Optional[int]) -> Tensor:
@@ -221,6 +208,10 @@ def _composed_weight_norm(v: Tensor, g: Tensor, axis: Optional[int], eps: float)
     else:
         norm = norm_except_dim(v, 2, axis, eps)
     scale = _to_float32(g) / norm
+    work = elementwise_type(v.dtype)
+    if work != v.dtype:
+        # This backend has no multiply kernel for v's type (see _compat): multiply in float32.
+        return (v.astype(work) * scale.astype(work)).astype(v.dtype)
     if scale.dtype != v.dtype:
         scale = scale.astype(v.dtype)
     return v * scale

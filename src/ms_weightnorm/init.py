@@ -25,6 +25,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
+from ._compat import own_params
 from .distributed import all_reduce_sum
 from .parametrize import invalidate_compiled_graphs, original_class
 from .weight_norm import is_weight_normed, weight_norms
@@ -77,7 +78,7 @@ class _Layer:
                 f"data_dependent_init: {label} has group={cell.group}: each slice of g then scales "
                 f"{cell.group} output channels at once, so per-feature init is not defined. Use group=1 "
                 f"or remove weight norm from this cell")
-        bias = cell._params.get("bias")
+        bias = own_params(cell).get("bias")
         self.bias: Optional[Parameter] = bias if isinstance(bias, Parameter) else None
         # Dense puts features last (any rank); convolutions on axis 1 unless channels-last.
         if issubclass(base, (nn.Dense, nn.Linear)) or getattr(cell, "data_format", "NCHW") == "NHWC":

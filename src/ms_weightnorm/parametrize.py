@@ -29,6 +29,8 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, nn
 
+from ._compat import AMP_FLAG_HOOK, amp_type_name, drop_compiled_graphs, own_params
+
 __all__ = [
     "Parametrization",
     "register_parametrization",
@@ -204,7 +206,7 @@ def _parametrized_class(base: type, entries: Tuple[_Entry, ...]) -> type:
         "_reparam_entries": entries,
         "__reduce_ex__": _reduce_ex,
         "__setattr__": _guarded_setattr,
-        "_add_mixed_precision_flag": _add_mixed_precision_flag,
+        AMP_FLAG_HOOK: _on_amp_flags,
         "_reparam_amp_dtype": None,
         "__module__": base.__module__,
     }
@@ -242,12 +244,11 @@ _AMP_DTYPES = {"FP16": ms.float16, "BF16": ms.bfloat16, "FP32": ms.float32}
 
 def _amp_dtype_of(cell: nn.Cell):
     """The float type ``to_float``/amp set on ``cell`` (None when it has none)."""
-    kind = getattr(cell, "mixed_precision_type", None)
-    return _AMP_DTYPES.get(getattr(kind, "name", None))
+    return _AMP_DTYPES.get(amp_type_name(cell))
 
 
-def _add_mixed_precision_flag(self, **flags):
-    type(self)._reparam_base._add_mixed_precision_flag(self, **flags)
+def _on_amp_flags(self, **flags):
+    getattr(type(self)._reparam_base, AMP_FLAG_HOOK)(self, **flags)
     object.__setattr__(self, "_reparam_amp_dtype", _amp_dtype_of(self))
 
 
@@ -300,7 +301,7 @@ def _cell_label(cell: nn.Cell) -> str:
 
 def _find_aliases(cell: nn.Cell, param: Parameter) -> Tuple[Tuple[str, Tuple[str, ...]], ...]:
     """Tuple attributes (ParameterTuple) of ``cell`` that hold ``param``, with slot names."""
-    by_id = {id(p): key for key, p in cell._params.items()}
+    by_id = {id(p): key for key, p in own_params(cell).items()}
     aliases = []
     for attr, value in list(vars(cell).items()):
         if not isinstance(value, (ParameterTuple, tuple)) or attr.startswith("_"):
@@ -316,7 +317,7 @@ def _find_aliases(cell: nn.Cell, param: Parameter) -> Tuple[Tuple[str, Tuple[str
             slots.append(by_id[id(x)])
         aliases.append((attr, tuple(slots)))
     # Tuples already replaced by a property for another parametrized slot of the same tuple.
-    key = next((k for k, p in cell._params.items() if p is param), None)
+    key = next((k for k, p in own_params(cell).items() if p is param), None)
     for entry in _entries(cell):
         for attr, slots in entry.aliases:
             if key in slots and all(attr != a for a, _ in aliases):
@@ -325,15 +326,16 @@ def _find_aliases(cell: nn.Cell, param: Parameter) -> Tuple[Tuple[str, Tuple[str
 
 
 def _replace_params(cell: nn.Cell, old_key: str, new: Dict[str, Parameter]) -> None:
-    """Put ``new`` Parameters where ``old_key`` stood in ``cell._params`` (keeps order)."""
+    """Put ``new`` Parameters where ``old_key`` stood in the cell's own Parameters (keeps order)."""
+    params = own_params(cell)
     items = []
-    for key, p in cell._params.items():
+    for key, p in params.items():
         if key == old_key:
             items.extend(new.items())
         elif key not in new:
             items.append((key, p))
-    cell._params.clear()
-    cell._params.update(items)
+    params.clear()
+    params.update(items)
 
 
 def _validate(cell: nn.Cell, name: str, parametrization: Parametrization) -> Tuple[Parameter, _Entry]:
@@ -346,7 +348,7 @@ def _validate(cell: nn.Cell, name: str, parametrization: Parametrization) -> Tup
         raise ValueError(
             f"{label}: {how} is already applied to '{name}'; call remove_{how.replace(' ', '_')}(cell, "
             f"'{name}') first if you want to apply it again with other settings")
-    params = cell._params
+    params = own_params(cell)
     if name not in params:
         available = ", ".join(sorted(params)) or "none"
         raise ValueError(
@@ -376,7 +378,7 @@ def check_registration(cell: nn.Cell, name: str, parametrization: Parametrizatio
     Traceback (most recent call last):
     ...
     ValueError: Dense cell has no Parameter 'kernel' of its own (its Parameters: bias, weight); pass name= one of those, or apply it to the child cell that owns the Parameter
-    >>> sorted(layer._params)
+    >>> sorted(name for name, _ in layer.parameters_and_names())
     ['bias', 'weight']
     """
     _validate(cell, name, parametrization)
@@ -436,14 +438,15 @@ def remove_parametrization(cell: nn.Cell, name: str) -> Parameter:
     base = original_class(cell)
     new_cls = _parametrized_class(base, rest) if rest else base
     old_keys = entry.param_names()
+    params = own_params(cell)
     items = []
-    for key, p in cell._params.items():
+    for key, p in params.items():
         if key == old_keys[0]:
             items.append((name, folded))
         elif key not in old_keys:
             items.append((key, p))
-    cell._params.clear()
-    cell._params.update(items)
+    params.clear()
+    params.update(items)
     object.__setattr__(cell, "__class__", new_cls)
     for attr, slots in entry.aliases:
         # Other entries may still compute some slots: only restore a plain tuple once no
@@ -462,18 +465,4 @@ def invalidate_compiled_graphs() -> None:
     a cached graph would silently compute with the old structure. Dropping the caches is
     what ``mindspore.ms_memory_recycle`` does to them, without its memory recycling.
     """
-    from mindspore.graph import api as _api  # internal; only its caches are touched
-
-    executor = _api._cell_graph_executor
-    if _api.ms_compile_cache:
-        executor.del_net_res(None, _api.ms_compile_cache)
-        try:
-            jit_executor = _api.JitExecutor_.get_instance()
-            jit_executor.del_net_res(None, _api.ms_compile_cache)
-        except Exception:  # pragma: no cover - depends on the jit pipeline in use
-            pass
-        _api.ms_compile_cache.clear()
-    for cache in _api.cells_compile_cache.values():
-        if cache:
-            executor.del_net_res(None, cache)
-            cache.clear()
+    drop_compiled_graphs()

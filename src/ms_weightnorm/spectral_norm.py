@@ -23,6 +23,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
 from . import functional as F
+from ._compat import own_params
 from .parametrize import (
     Parametrization,
     original_class,
@@ -184,7 +185,7 @@ def _make_parametrization(cell: nn.Cell, name: str, n_power_iterations: int, eps
                          f"torch.nn.utils.spectral_norm), got {style!r}")
     if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int)):
         raise TypeError(f"{where}: dim must be an int or None, got {type(dim).__name__} {dim!r}")
-    weight = cell._params.get(name)
+    weight = own_params(cell).get(name)
     if weight is None:
         # Let the mechanism give its full error (it lists the cell's Parameters).
         return SpectralNormParametrization(0, n_power_iterations, float(eps), style)

@@ -41,6 +41,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn
 
 from .functional import g_shape
+from ._compat import own_params, private_nn_class
 from ._torch_pickle import (
     CheckpointError,
     LazyTensor,
@@ -87,10 +88,8 @@ def _norm_classes(*names: str) -> Tuple[type, ...]:
     for name in names:
         cls = getattr(nn, name, None)
         if cls is None:
-            # Private bases (``_BatchNorm``) also cover user subclasses; looked up by name
-            # because they are not public API and may move.
-            from mindspore.nn.layer import normalization
-            cls = getattr(normalization, name, None)
+            # Private bases (``_BatchNorm``) also cover user subclasses.
+            cls = private_nn_class("normalization", name)
         if isinstance(cls, type):
             found.append(cls)
     return tuple(found)
@@ -163,16 +162,17 @@ def _targets(net: nn.Cell) -> List[_Target]:
         wn = weight_norms(cell)
         wn_keys = {f"{k}_{s}": k for k in wn for s in WeightNormParametrization.suffixes}
         for name, p in wn.items():
-            g, v = cell._params[f"{name}_g"], cell._params[f"{name}_v"]
+            params = own_params(cell)
+            g, v = params[f"{name}_g"], params[f"{name}_v"]
             out.append(_Target(path, cell, name, renames.get(name, name), p, (g, v),
                                (_join(path, f"{name}_g"), _join(path, f"{name}_v"))))
         for name, p in spectral_norms(cell).items():
             sn_names = tuple(f"{name}_{s}" for s in _SN_SUFFIXES)
             wn_keys.update((k, name) for k in sn_names)
             out.append(_Target(path, cell, name, renames.get(name, name), None,
-                               tuple(cell._params[k] for k in sn_names),
+                               tuple(own_params(cell)[k] for k in sn_names),
                                tuple(_join(path, k) for k in sn_names), sn=p))
-        for key, param in cell._params.items():
+        for key, param in own_params(cell).items():
             if key in wn_keys or param is None:
                 continue
             out.append(_Target(path, cell, key, renames.get(key, key), None, (param,), (_join(path, key),)))

@@ -9,6 +9,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn
 
 from . import functional as F
+from ._compat import own_params
 from .parametrize import (
     Parametrization,
     check_registration,
@@ -74,7 +75,7 @@ def _make_parametrization(cell: nn.Cell, name: str, dim: F.Dim, eps: float) -> W
     label = f"{type(cell).__name__} cell"
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
         raise ValueError(f"{label}, Parameter '{name}': eps must be a number >= 0, got {eps!r}")
-    weight = cell._params.get(name) if isinstance(cell, nn.Cell) else None
+    weight = own_params(cell).get(name) if isinstance(cell, nn.Cell) else None
     if weight is None:
         # Let the mechanism produce its full error (it lists the cell's Parameters).
         return WeightNormParametrization(0, float(eps))
@@ -182,7 +183,7 @@ def _as_type_tuple(cell_types: CellTypes) -> Optional[Tuple[type, ...]]:
 
 
 def _is_candidate(cell: nn.Cell, name: str, types: Optional[Tuple[type, ...]]) -> bool:
-    param = cell._params.get(name)
+    param = own_params(cell).get(name)
     if param is None:
         return False
     if types is not None:

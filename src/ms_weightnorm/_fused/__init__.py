@@ -158,20 +158,20 @@ def make_kernels(bprop_forward: Callable, bprop_backward: Callable):
     path = library_path()
     if path is None:
         raise RuntimeError(f"ms_weightnorm fused kernels are unavailable: {_state['reason']}")
-    from mindspore import ops
+    from .._compat import custom_aot
 
-    forward = ops.Custom(
+    forward = custom_aot(
         f"{path}:WeightNormForward",
         out_shape=lambda v, g, meta: v,
         out_dtype=lambda v, g, meta: v,
-        func_type="aot",
         bprop=bprop_forward,
+        n_inputs=3,
     )
-    backward = ops.Custom(
+    backward = custom_aot(
         f"{path}:WeightNormBackward",
         out_shape=lambda v, g, dw, meta: (v, g),
         out_dtype=lambda v, g, dw, meta: (v, g),
-        func_type="aot",
         bprop=bprop_backward,
+        n_inputs=4,
     )
     return forward, backward
