@@ -129,8 +129,9 @@ case "$cmd" in
     # mutant as written; mutmut 3 routes every function through a runtime trampoline.
     if ! python -c "import mutmut, sys; sys.exit(not mutmut.__version__.startswith('2.'))" 2> /dev/null; then
       if [ -n "${MS_WEIGHTNORM_VENV:-}" ]; then
-        say "mutate needs mutmut 2 in $venv: run $venv/bin/python -m pip install 'mutmut==2.5.1', or unset MS_WEIGHTNORM_VENV"
-        exit 2
+        say "mutate needs mutmut 2 in $venv, which run.sh does not install into a venv it was given:"
+        say "$venv/bin/python -m pip install mutmut==2.5.1, or unset MS_WEIGHTNORM_VENV to use .venv"
+        exit 1
       fi
       say "installing mutmut 2.5.1 into $venv (a few MB; once)"
       python -m pip install -q "mutmut==2.5.1"
