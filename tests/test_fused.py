@@ -384,6 +384,11 @@ def test_other_devices_use_the_composed_path_silently(monkeypatch, backend, rng)
 
 # --------------------------------------------------------------------------- exact agreement
 
+# MindSpore's own bfloat16 CPU ops round to nearest even in 2.10.0, but truncate in 2.7.0
+# (measured: 59 of 259 elements of a (37, 7) weight one ulp off RNE). The composed path is made
+# of those ops; the fused kernel rounds to nearest even under both.
+MS_BF16_RNE = tuple(int(p) for p in ms.__version__.split(".")[:2]) >= (2, 10)
+
 ULP_CASES = [((6, 5), 0), ((4, 3, 2, 5), 1), ((37, 7), 1), ((4, 3, 2, 5), None), ((512, 600), 0),
              ((2, 40000), 0)]
 NP_TYPES = {"float16": np.float16, "bfloat16": "bfloat16", "float32": np.float32, "float64": np.float64}
@@ -420,6 +425,8 @@ def test_fused_and_composed_forwards_agree_to_the_ulp(mode, backend, rng, shape,
     ulps = ulp_distance(out["fused"], out["composed"], NP_TYPES[dtype])
     if dtype in ("float16", "bfloat16"):
         assert ulps.max() <= 1, f"{dtype}: fused and composed differ by {ulps.max()} ulp"
+        if dtype == "bfloat16" and not MS_BF16_RNE:
+            return  # the composed side truncates (see MS_BF16_RNE): 1 ulp is all that holds
         assert (ulps > 0).mean() <= 0.01, f"{dtype}: {100 * (ulps > 0).mean():.2f}% of elements differ"
     else:
         n = int(np.prod(shape)) if dim is None else int(np.prod(shape)) // shape[F.canonical_dim(dim, len(shape))]
@@ -470,43 +477,47 @@ def test_bfloat16_rounds_to_nearest_even(mode, backend, rng, shape, dim, path):
     w = in_mode(forward, mode)(ms.Tensor(v32).astype(ms.bfloat16), ms.Tensor(g32).astype(ms.bfloat16))
     assert w.dtype == ms.bfloat16
     got = w.astype(ms.float32).asnumpy()
+    if path == "composed" and not MS_BF16_RNE:
+        # MindSpore's truncating bfloat16 ops (see MS_BF16_RNE): within 1 ulp of RNE, not exact.
+        assert (ulp_distance(got, ref, "bfloat16")[safe] <= 1).all()
+        return
     wrong = (got.view(np.uint32) != ref.view(np.uint32)) & safe
     assert not wrong.any(), (f"{wrong.sum()} of {safe.sum()} determined elements differ from RNE, e.g. "
                              f"{got[wrong][:4]} vs {ref[wrong][:4]}")
 
 
-def _negated_composed(v, g, axis, eps):
-    return -_ORIGINAL_COMPOSED(v, g, axis, eps)
+def _negated_fused(v, g, axis, eps):
+    return -_ORIGINAL_FUSED(v, g, axis, eps)
 
 
-_ORIGINAL_COMPOSED = F._composed_weight_norm
+_ORIGINAL_FUSED = F._fused_weight_norm
 
 
 def test_set_backend_recompiles_a_compiled_network(monkeypatch, backend, rng):
     """After set_backend, a network that already ran in GRAPH_MODE takes the new path.
 
-    The composed path is replaced by one that negates the weight, so which path ran shows in
-    the output. With drop_compiled=False the cached (fused) graph keeps running: that is the
+    The fused path is replaced by one that negates the weight, so which path ran shows in the
+    output. With drop_compiled=False the cached (composed) graph keeps running: that is the
     behaviour set_backend's default must prevent.
     """
     x_np = rng.standard_normal((3, 5)).astype(np.float32)
     x = ms.Tensor(x_np)
-    backend("fused")
+    backend("composed")
     layer = wn.weight_norm(nn.Dense(5, 4))
     w_np = layer.weight.asnumpy().astype(np.float64)
     b_np = layer.bias.asnumpy().astype(np.float64)
     net = nn.SequentialCell([layer])
     ms.set_context(mode=ms.GRAPH_MODE)
     try:
-        fused_out = net(x).asnumpy()
-        np.testing.assert_allclose(fused_out, x_np @ w_np.T + b_np, rtol=1e-5, atol=1e-6)
-        monkeypatch.setattr(F, "_composed_weight_norm", _negated_composed)
-        F.set_backend("composed", drop_compiled=False)
-        np.testing.assert_array_equal(net(x).asnumpy(), fused_out)  # the stale graph, as documented
-        F.set_backend("composed")
-        np.testing.assert_allclose(net(x).asnumpy(), x_np @ -w_np.T + b_np, rtol=1e-5, atol=1e-6)
+        composed_out = net(x).asnumpy()
+        np.testing.assert_allclose(composed_out, x_np @ w_np.T + b_np, rtol=1e-5, atol=1e-6)
+        monkeypatch.setattr(F, "_fused_weight_norm", _negated_fused)
+        F.set_backend("fused", drop_compiled=False)
+        np.testing.assert_array_equal(net(x).asnumpy(), composed_out)  # the stale graph, as documented
         F.set_backend("fused")
-        np.testing.assert_allclose(net(x).asnumpy(), fused_out, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(net(x).asnumpy(), x_np @ -w_np.T + b_np, rtol=1e-5, atol=1e-6)
+        F.set_backend("composed")
+        np.testing.assert_allclose(net(x).asnumpy(), composed_out, rtol=1e-6, atol=1e-7)
     finally:
         ms.set_context(mode=ms.PYNATIVE_MODE)
 

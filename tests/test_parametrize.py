@@ -98,3 +98,52 @@ def test_registration_rejects_non_cells_and_name_clashes():
 def test_invalidate_compiled_graphs_is_safe_without_graphs():
     P.invalidate_compiled_graphs()
     P.invalidate_compiled_graphs()
+
+
+def test_a_tie_shares_one_set_of_new_parameters(mode):
+    """register_parametrizations follows a tie to every holder; removal folds once and re-ties."""
+    net = nn.SequentialCell([nn.Dense(3, 3), nn.Tanh(), nn.Dense(3, 3)])
+    net[2].weight = net[0].weight
+    x = Tensor(np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32))
+    before = net(x).asnumpy()
+    w0 = net[0].weight.asnumpy().astype(np.float64)
+    loss0, (grad_w,) = grads(SumSquares(net), x, [net[0].weight])  # both uses of the tied weight
+    changed = P.register_parametrizations(net, [("0", net[0], "weight")], lambda cell, name: Scaled(),
+                                          lambda cell: True)
+    assert changed == ["0", "2"]
+    assert net[2].weight_s is net[0].weight_s and net[2].weight_u is net[0].weight_u
+    assert param_names(net) == ["0.weight_s", "0.weight_u", "0.bias", "2.bias"]
+    np.testing.assert_allclose(net(x).asnumpy(), before, rtol=1e-6)
+    # w = s * u: dL/ds = sum(dL/dw * u), dL/du = s * dL/dw, with dL/dw summed over both uses.
+    loss, (gs, gu) = grads(SumSquares(net), x, [net[0].weight_s, net[0].weight_u])
+    assert loss == pytest.approx(loss0, rel=1e-6)
+    np.testing.assert_allclose(gs, (grad_w * w0 / 2).sum(), rtol=1e-5)
+    np.testing.assert_allclose(gu, 2 * grad_w, rtol=1e-5, atol=1e-7)
+    folded = P.remove_parametrization(net[2], "weight")
+    assert net[0].weight is folded and net[2].weight is folded
+    assert type(net[0]) is nn.Dense and type(net[2]) is nn.Dense
+    np.testing.assert_allclose(net(x).asnumpy(), before, rtol=1e-6)
+
+
+def test_a_refused_tie_changes_nothing():
+    net = nn.SequentialCell([nn.Dense(3, 3), nn.Dense(3, 3)])
+    net[1].weight = net[0].weight
+    with pytest.raises(ValueError, match=r"cell '1' \(Dense, as 'weight'\).*not selected"):
+        P.register_parametrizations(net, [("0", net[0], "weight")], lambda cell, name: Scaled(),
+                                    lambda cell: cell is net[0])
+    assert type(net[0]) is nn.Dense and net[1].weight is net[0].weight
+    with pytest.raises(ValueError, match=r"shared with a Dense cell \(as 'weight'\)"):
+        P.register_parametrization(net[1], "weight", Scaled())
+    assert type(net[1]) is nn.Dense and net[1].weight is net[0].weight
+
+
+def test_holders_are_found_with_and_without_the_scan():
+    """The refcount shortcut never hides a holder: compare it with the full scan."""
+    a, b, c = nn.Dense(2, 2), nn.Dense(2, 2), nn.LSTM(2, 2)
+    b.weight = a.weight
+    found = P._holders([(a, "weight"), (a, "bias"), (c, "weight_ih_l0")])
+    assert found[id(a.weight)] == [(a, "weight"), (b, "weight")]
+    assert found[id(a.bias)] == [(a, "bias")]
+    assert found[id(c.weight_ih_l0)] == [(c, "weight_ih_l0")]
+    scanned = P._scan_holders({id(a.weight), id(a.bias)})
+    assert len(scanned[id(a.weight)]) == 2 and len(scanned[id(a.bias)]) == 1

@@ -28,7 +28,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from ._compat import own_params
 from .distributed import all_reduce_sum
 from .parametrize import invalidate_compiled_graphs, original_class
-from .weight_norm import is_weight_normed, weight_norms
+from .weight_norm import WeightNorm, is_weight_normed, weight_norms
 
 __all__ = ["data_dependent_init"]
 
@@ -211,7 +211,7 @@ def data_dependent_init(net: nn.Cell, inputs: Inputs, init_scale: float = 1.0) -
         if id(cell) in seen:
             continue
         seen.add(id(cell))
-        if is_weight_normed(cell):
+        if is_weight_normed(cell) and not isinstance(cell, WeightNorm):  # a wrapper answers for its module
             layers.append(_Layer(path, cell))
     if not layers:
         raise ValueError(

@@ -23,9 +23,13 @@ so every change here drops the cached graphs: the next call compiles afresh.
 """
 from __future__ import annotations
 
+import gc
+import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Tuple
+from types import SimpleNamespace
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, nn
 
@@ -33,7 +37,9 @@ from ._compat import AMP_FLAG_HOOK, amp_type_name, drop_compiled_graphs, own_par
 
 __all__ = [
     "Parametrization",
+    "ComputedTensor",
     "register_parametrization",
+    "register_parametrizations",
     "remove_parametrization",
     "parametrizations",
     "is_parametrized",
@@ -63,6 +69,9 @@ class Parametrization:
     """
 
     suffixes: Tuple[str, ...] = ()
+    # For messages: what this is called, and the public function that removes it.
+    kind: str = "a parametrization"
+    remover: str = "remove_parametrization"
     state_suffixes: Tuple[str, ...] = ()
 
     def split(self, weight: Tensor) -> Tuple[Tensor, ...]:  # pragma: no cover - interface
@@ -132,7 +141,9 @@ def _make_getter(fn: Callable[..., Tensor], names: Tuple[str, ...],
         def get3(self):
             return _amp_cast(fn(getattr(self, a), getattr(self, b), getattr(self, c)), self._reparam_amp_dtype)
         return get3
-    raise NotImplementedError("parametrizations with more than 3 parameters are not supported")
+    raise NotImplementedError(
+        f"parametrizations with more than 3 new Parameters are not supported ({', '.join(names)}); "
+        f"use at most 3 suffixes")
 
 
 def _make_training_getter(fn: Callable[..., Tensor], names: Tuple[str, ...]) -> Callable[[Any], Tensor]:
@@ -187,13 +198,75 @@ def _make_tuple_getter(slots: Tuple[str, ...], getters: Dict[str, Callable]) -> 
     return get_tuple
 
 
-def _read_only(attr: str, sources: Tuple[str, ...], how: str = "weight norm") -> Callable[[Any, Any], None]:
+def _read_only_message(cell_name: str, attr: str, sources: Tuple[str, ...], kind: str, remover: str) -> str:
+    return (f"{cell_name} cell: '{attr}' is computed by {kind} from {', '.join(repr(s) for s in sources)} on "
+            f"every read, so it cannot be set. Set those instead (e.g. cell.{sources[-1]}.set_data(...)), "
+            f"or remove {kind} first ({remover}(cell, '{attr}')) and then set cell.{attr}")
+
+
+def _read_only(entry: _Entry, attr: Optional[str] = None) -> Callable[[Any, Any], None]:
+    origin = _origin(entry)
+    if attr is not None:  # a tuple attribute that holds the computed weight
+        origin = (attr,) + origin[1:]
+
     def fail(self, value):
-        raise AttributeError(
-            f"{type(self).__name__} cell: '{attr}' is computed by {how} from "
-            f"{', '.join(repr(s) for s in sources)}; set those instead "
-            f"(e.g. cell.{sources[-1]}.set_data(...)), or remove {how} from '{attr}' first")
+        raise AttributeError(_read_only_message(type(self).__name__, *origin))
     return fail
+
+
+def _kind(p: Parametrization) -> Tuple[str, str]:
+    """What ``p`` is called in messages, and the public function that removes it."""
+    label = getattr(p, "label", None)
+    if label:
+        return label, f"remove_{label.replace(' ', '_')}"
+    return p.kind, p.remover
+
+
+def _origin(entry: _Entry) -> Tuple[str, Tuple[str, ...], str, str]:
+    return (entry.name, entry.trainable_names()) + _kind(entry.parametrization)
+
+
+class ComputedTensor(Tensor):
+    """The value of a parametrized attribute read in PyNative: a Tensor that refuses to be set.
+
+    ``layer.weight.set_data(...)`` on a plain Tensor fails with MindSpore's generic "no attribute
+    'set_data'"; this says what the weight is and what to set instead. It is an ordinary Tensor
+    for every computation (operations on it return plain Tensors).
+    """
+
+    def _origin(self) -> Tuple[str, str, Tuple[str, ...]]:
+        # Absent after a pickle round trip that dropped it: still refuse, with less detail.
+        return getattr(self, "_reparam_origin",
+                       ("A parametrized", "this attribute", ("its new Parameters",), "a parametrization",
+                        "remove_parametrization"))
+
+    def set_data(self, *args, **kwargs):
+        raise AttributeError(_read_only_message(*self._origin()))
+
+    def assign_value(self, *args, **kwargs):
+        raise AttributeError(_read_only_message(*self._origin()))
+
+
+class _ComputedProperty(property):
+    """A read-only computed attribute.
+
+    MindSpore's graph parser recognises ``property`` subclasses and compiles ``fget`` into the
+    graph, so GRAPH_MODE and ``ms.jit`` never run ``__get__`` below. PyNative reads go through
+    it and relabel the fresh result as a :class:`ComputedTensor` (a class assignment, no copy).
+    """
+
+    def __init__(self, fget, entry: _Entry):
+        super().__init__(fget, _read_only(entry))
+        self.origin = _origin(entry)
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            return self
+        value = self.fget(obj)
+        if type(value) is Tensor:
+            value.__class__ = ComputedTensor
+            value._reparam_origin = (type(obj).__name__,) + self.origin
+        return value
 
 
 def _parametrized_class(base: type, entries: Tuple[_Entry, ...]) -> type:
@@ -216,13 +289,11 @@ def _parametrized_class(base: type, entries: Tuple[_Entry, ...]) -> type:
         namespace["add_flags"] = _add_flags_stateful
     computed = set(getters)
     for entry in entries:
-        namespace[entry.name] = property(getters[entry.name], _read_only(
-            entry.name, entry.trainable_names(), getattr(entry.parametrization, "label", "weight norm")))
+        namespace[entry.name] = _ComputedProperty(getters[entry.name], entry)
         for attr, slots in entry.aliases:
             # Several entries may share one tuple (two weights of one ParameterTuple); the
             # getter is the same for all of them since it reads every slot by name.
-            namespace[attr] = property(_make_tuple_getter(slots, getters),
-                                       _read_only(attr, entry.param_names()))
+            namespace[attr] = property(_make_tuple_getter(slots, getters), _read_only(entry, attr))
             computed.add(attr)
     namespace["_reparam_computed"] = frozenset(computed)
     # Keep the layer's own class name, so reprs, logs and error messages stay familiar.
@@ -313,7 +384,8 @@ def _find_aliases(cell: nn.Cell, param: Parameter) -> Tuple[Tuple[str, Tuple[str
             if id(x) not in by_id:
                 raise TypeError(
                     f"{_cell_label(cell)}: its tuple attribute '{attr}' holds '{param.name}' next to "
-                    f"a value that is not one of the cell's own Parameters, so it cannot be rebuilt")
+                    f"a value that is not one of the cell's own Parameters, so it cannot be rebuilt; "
+                    f"parametrize another Parameter, or rebuild '{attr}' from the cell's own Parameters")
             slots.append(by_id[id(x)])
         aliases.append((attr, tuple(slots)))
     # Tuples already replaced by a property for another parametrized slot of the same tuple.
@@ -338,37 +410,201 @@ def _replace_params(cell: nn.Cell, old_key: str, new: Dict[str, Parameter]) -> N
     params.update(items)
 
 
-def _validate(cell: nn.Cell, name: str, parametrization: Parametrization) -> Tuple[Parameter, _Entry]:
-    """Every check of :func:`register_parametrization`, changing nothing; the Parameter and its entry."""
+# --- who else holds a Parameter (ties) ---------------------------------------------------------
+#
+# MindSpore ties weights by assignment (``head.weight = embed.embedding_table``): both cells'
+# ``_params`` hold the one Parameter object, and nothing records the tie. To find the other
+# holders of a Parameter we look at every live Cell (``gc.get_objects()``; about 30 ms with
+# 190k live objects). That scan is skipped when the Parameter's reference count shows that
+# nothing but the known holders refers to it, the common case, which costs microseconds.
+
+_PROBE_REFS: Optional[int] = None
+
+
+def _refcounts(params: List[Parameter]) -> List[int]:
+    return [sys.getrefcount(p) for p in params]
+
+
+def _probe_refs() -> int:
+    """References a Parameter held by exactly one dict shows through :func:`_refcounts`."""
+    global _PROBE_REFS
+    if _PROBE_REFS is None:
+        holder = {"w": Parameter(Tensor(np.zeros(1, np.float32)), name="ms_weightnorm_refcount_probe")}
+        _PROBE_REFS = _refcounts([holder["w"]])[0]
+    return _PROBE_REFS
+
+
+def _tuple_refs(cell: nn.Cell, param: Parameter) -> int:
+    return sum(1 for v in vars(cell).values()
+               if isinstance(v, tuple) and any(x is param for x in v))
+
+
+def _scan_holders(ids: set) -> Dict[int, List[Tuple[nn.Cell, str]]]:
+    found: Dict[int, List[Tuple[nn.Cell, str]]] = {i: [] for i in ids}
+    for obj in gc.get_objects():
+        if not issubclass(type(obj), nn.Cell):  # type(): weak proxies raise on isinstance
+            continue
+        params = vars(obj).get("_params")
+        if not params:
+            continue
+        for key, p in params.items():
+            if id(p) in found:
+                found[id(p)].append((obj, key))
+    return found
+
+
+def _holders(pairs: Sequence[Tuple[nn.Cell, str]]) -> Dict[int, List[Tuple[nn.Cell, str]]]:
+    """Every live ``(cell, key)`` whose ``_params`` holds the Parameter of each pair, by its id.
+
+    ``pairs`` are distinct. Callers should hold no other reference to these Parameters (a
+    local variable is enough to force the scan: correct, only slower).
+    """
+    params = [own_params(cell)[key] for cell, key in pairs]
+    counts = _refcounts(params)
+    known: Dict[int, List[Tuple[nn.Cell, str]]] = {}
+    for pair, p in zip(pairs, params):
+        known.setdefault(id(p), []).append(pair)
+    base = _probe_refs()
+    alone = True
+    for p, n in zip(params, counts):
+        holders = known[id(p)]
+        expected = base + 2 * (len(holders) - 1) + sum(_tuple_refs(c, p) for c, _ in holders)
+        alone = alone and n <= expected
+    if alone:
+        return known
+    found = _scan_holders(set(known))
+    if any(len(found[i]) > len(known[i]) for i in known):
+        # A dead cell caught in a reference cycle still holds its Parameters until the next
+        # collection: collect and look again before calling anything a tie (dropping our own
+        # references to what was found first, or they would keep it alive).
+        found = None
+        gc.collect()
+        found = _scan_holders(set(known))
+    # Known pairs first, in the caller's order; then the others.
+    return {i: known[i] + [h for h in found[i] if h not in known[i]] for i in known}
+
+
+def _is_training_holder(cell: nn.Cell, key: str) -> bool:
+    # Optimizers and training wrappers register the Parameters they update under their full
+    # names ("0.weight"); they read them from their own lists, never as an attribute.
+    return isinstance(cell, (nn.Optimizer, nn.TrainOneStepCell)) or not key.isidentifier()
+
+
+def _describe(cell: nn.Cell, key: str, paths: Optional[Dict[int, str]] = None) -> str:
+    path = (paths or {}).get(id(cell))
+    if path is not None:
+        return f"cell '{path or '<the network itself>'}' ({type(cell).__name__}, as '{key}')"
+    cls = type(cell).__name__
+    return f"{'an' if cls[:1] in 'AEIOU' else 'a'} {cls} cell (as '{key}')"
+
+
+def _training_holder_error(cell: nn.Cell, name: str, weight_name: str,
+                           trainers: Sequence[Tuple[nn.Cell, str]]) -> ValueError:
+    who = ", ".join(sorted({type(c).__name__ for c, _ in trainers}))
+    return ValueError(
+        f"{_cell_label(cell)}: its Parameter '{name}' (named '{weight_name}') is also held by {who}, an "
+        f"optimizer or training cell built before the parametrization. It would keep updating the "
+        f"removed Parameter, and the new ones would never train. Apply weight norm first, then build "
+        f"the optimizer and training cells (or delete the old ones)")
+
+
+def _base_name(weight: Parameter, members: Sequence[Tuple[Optional[str], nn.Cell, str]]) -> str:
+    """Name of the new Parameters: the member the Parameter is named after, else the first one.
+
+    A Parameter keeps the name of the cell it was created in; a tied layer (``head.weight =
+    embed.embedding_table``) holds one named after another cell. When no holder matches the
+    name, the new Parameters are named after the first holder's own path and attribute.
+    """
+    for path, _, key in members:
+        if weight.name == key or weight.name.endswith("." + key):
+            if path is None or not path or weight.name.endswith(f"{path}.{key}"):
+                return weight.name
+    path, _, key = members[0]
+    return f"{path}.{key}" if path else key
+
+
+@dataclass
+class _Group:
+    """One Parameter and the cells that hold it, all parametrized together (a tie stays a tie)."""
+
+    members: List[Tuple[Optional[str], nn.Cell, str]]   # (path or None, cell, key)
+    parametrization: Parametrization
+    weight: Parameter
+    entries: List[_Entry]
+    values: Tuple[Tensor, ...] = ()
+
+    def prepare(self) -> None:
+        """Everything that can fail: validation and the split values. Changes nothing."""
+        self.validate()
+        self.values = tuple(self.parametrization.split(self.weight))
+
+    def validate(self) -> None:
+        self.entries = []
+        seen = set()
+        for path, cell, key in self.members:
+            if id(cell) in seen:
+                raise ValueError(
+                    f"{_cell_label(cell)} holds its Parameter '{key}' (named '{self.weight.name}') under "
+                    f"more than one name; give each name its own Parameter before parametrizing it")
+            seen.add(id(cell))
+            self.parametrization.check(cell, key, self.weight)
+            entry = _Entry(key, self.parametrization, _find_aliases(cell, self.weight))
+            for new_name in entry.param_names():
+                if new_name in own_params(cell) or new_name in vars(cell):
+                    raise ValueError(
+                        f"{_cell_label(cell)} already has an attribute '{new_name}', so '{key}' cannot be "
+                        f"parametrized (the new Parameters are named '<name>_<suffix>'); rename or "
+                        f"remove '{new_name}' first")
+            self.entries.append(entry)
+
+    def apply(self) -> None:
+        base_name = _base_name(self.weight, self.members)
+        n_trainable = len(self.parametrization.suffixes)
+        all_suffixes = tuple(self.parametrization.suffixes) + tuple(self.parametrization.state_suffixes)
+        new_params = tuple(
+            Parameter(value, name=f"{base_name}_{suffix}", requires_grad=self.weight.requires_grad and i < n_trainable)
+            for i, (suffix, value) in enumerate(zip(all_suffixes, self.values)))
+        for (_, cell, key), entry in zip(self.members, self.entries):
+            new_cls = _parametrized_class(original_class(cell), _entries(cell) + (entry,))
+            _replace_params(cell, key, dict(zip(entry.param_names(), new_params)))
+            for attr, _ in entry.aliases:
+                vars(cell).pop(attr, None)
+            object.__setattr__(cell, "__class__", new_cls)
+            object.__setattr__(cell, "_reparam_amp_dtype", _amp_dtype_of(cell))
+
+
+def _not_a_cell(obj: Any, name: str) -> TypeError:
+    return TypeError(
+        f"expected the mindspore.nn.Cell that owns the Parameter '{name}', got a {type(obj).__name__}; "
+        f"pass the layer itself (e.g. net.conv1, or a layer of an nn.SequentialCell)")
+
+
+def _check_own_parameter(cell: nn.Cell, name: str) -> None:
     if not isinstance(cell, nn.Cell):
-        raise TypeError(f"expected a mindspore.nn.Cell, got {type(cell).__name__}")
+        raise _not_a_cell(cell, name)
     label = _cell_label(cell)
     if is_parametrized(cell, name):
-        how = getattr(parametrizations(cell)[name], "label", "weight norm")
+        kind, remover = _kind(parametrizations(cell)[name])
         raise ValueError(
-            f"{label}: {how} is already applied to '{name}'; call remove_{how.replace(' ', '_')}(cell, "
-            f"'{name}') first if you want to apply it again with other settings")
+            f"{label}: {kind} is already applied to '{name}'; call {remover}(cell, '{name}') first "
+            f"if you want to apply it again with other settings")
     params = own_params(cell)
     if name not in params:
         available = ", ".join(sorted(params)) or "none"
         raise ValueError(
             f"{label} has no Parameter '{name}' of its own (its Parameters: {available}); pass "
             f"name= one of those, or apply it to the child cell that owns the Parameter")
-    weight = params[name]
-    if not isinstance(weight, Parameter):
-        raise TypeError(f"{label}: '{name}' is a {type(weight).__name__}, not a Parameter")
-    parametrization.check(cell, name, weight)
-    entry = _Entry(name, parametrization, _find_aliases(cell, weight))
-    for new_name in entry.param_names():
-        if new_name in params or new_name in vars(cell):
-            raise ValueError(f"{label} already has an attribute '{new_name}'; cannot add it for '{name}'")
-    return weight, entry
+    if not isinstance(params[name], Parameter):
+        raise TypeError(
+            f"{label}: '{name}' is a {type(params[name]).__name__}, not a Parameter; only Parameters can be "
+            f"parametrized")
 
 
 def check_registration(cell: nn.Cell, name: str, parametrization: Parametrization) -> None:
-    """Raise what :func:`register_parametrization` would raise for ``cell``, changing nothing.
+    """Raise what :func:`register_parametrization` would raise for ``cell`` itself, changing nothing.
 
     Callers that change several cells check them all first, so that an error leaves none changed.
+    (Ties are checked by :func:`register_parametrization`/:func:`register_parametrizations`.)
 
     >>> from mindspore import nn
     >>> from ms_weightnorm.weight_norm import WeightNormParametrization
@@ -381,7 +617,8 @@ def check_registration(cell: nn.Cell, name: str, parametrization: Parametrizatio
     >>> sorted(name for name, _ in layer.parameters_and_names())
     ['bias', 'weight']
     """
-    _validate(cell, name, parametrization)
+    _check_own_parameter(cell, name)
+    _Group([(None, cell, name)], parametrization, own_params(cell)[name], []).validate()
 
 
 def register_parametrization(cell: nn.Cell, name: str, parametrization: Parametrization) -> nn.Cell:
@@ -391,50 +628,177 @@ def register_parametrization(cell: nn.Cell, name: str, parametrization: Parametr
     graphs too), and the original Parameter is gone from the cell. Each new Parameter is named
     after the original (``body.0.weight`` gives ``body.0.weight_g``) so names stay unique in
     optimizers and checkpoints whether the cell is already attached to a parent or not.
-    Validation happens first: on error the cell is unchanged.
+
+    A Parameter that another live cell also holds (a tied weight) is refused: changing it here
+    alone would untie them. :func:`register_parametrizations` on a cell that contains all the
+    holders keeps the tie. Validation happens first: on error the cell is unchanged.
+
+    >>> from mindspore import nn
+    >>> from ms_weightnorm import WeightNormParametrization
+    >>> dense = register_parametrization(nn.Dense(3, 2), "weight", WeightNormParametrization(0))
+    >>> sorted(parametrizations(dense)), dense.weight_g.shape
+    (['weight'], (2, 1))
     """
-    weight, entry = _validate(cell, name, parametrization)
-    values = parametrization.split(weight)
-    n_trainable = len(parametrization.suffixes)
-    all_suffixes = tuple(parametrization.suffixes) + tuple(parametrization.state_suffixes)
-    new_params = {
-        key: Parameter(value, name=f"{weight.name}_{suffix}",
-                       requires_grad=weight.requires_grad and i < n_trainable)
-        for i, (key, suffix, value) in enumerate(zip(entry.param_names(), all_suffixes, values))
-    }
-    # All checks passed and all values computed: only now change the cell.
-    base = original_class(cell)
-    new_cls = _parametrized_class(base, _entries(cell) + (entry,))
-    _replace_params(cell, name, new_params)
-    for attr, _ in entry.aliases:
-        vars(cell).pop(attr, None)
-    object.__setattr__(cell, "__class__", new_cls)
-    object.__setattr__(cell, "_reparam_amp_dtype", _amp_dtype_of(cell))
+    _check_own_parameter(cell, name)
+    holders = _holders([(cell, name)])
+    weight = own_params(cell)[name]
+    others = [h for h in holders[id(weight)] if h != (cell, name)]
+    trainers = [h for h in others if _is_training_holder(*h)]
+    if trainers:
+        raise _training_holder_error(cell, name, weight.name, trainers)
+    if others:
+        shared = "; ".join(_describe(c, k) for c, k in others)
+        raise ValueError(
+            f"{_cell_label(cell)}: its Parameter '{name}' (named '{weight.name}') is shared with {shared}. "
+            f"Parametrizing it in this cell alone would untie them. To keep the tie, apply weight norm "
+            f"to a cell that contains all of them (apply_weight_norm(model)): they then share one set of "
+            f"new Parameters. To untie on purpose, give this cell its own copy first: "
+            f"cell.{name} = Parameter(cell.{name}.copy(), name='...')")
+    group = _Group([(None, cell, name)], parametrization, weight, [])
+    group.prepare()
+    group.apply()
     invalidate_compiled_graphs()
     return cell
 
 
+def register_parametrizations(net: nn.Cell, selected: Sequence[Tuple[str, nn.Cell, str]],
+                              make: Callable[[nn.Cell, str], Parametrization],
+                              follow: Callable[[nn.Cell], bool]) -> List[str]:
+    """Parametrize the ``selected`` Parameters of cells inside ``net``: all or nothing, ties kept.
+
+    ``selected`` lists ``(path in net, cell, Parameter name)``; ``make(cell, name)`` validates
+    and returns the parametrization of one (raise to refuse). When other cells also hold a
+    selected Parameter (``head.weight = embed.embedding_table``), they are parametrized with it
+    and share its new Parameters, so they keep reading one weight. That needs every holder to
+    be inside ``net`` and accepted by ``follow(cell)``, and the same parametrization for all of
+    them; otherwise a ``ValueError`` names the cells and nothing changes. Returns the paths of
+    the changed cells in ``net``'s order.
+
+    >>> from mindspore import nn
+    >>> from ms_weightnorm import WeightNormParametrization
+    >>> net = nn.SequentialCell([nn.Dense(3, 3), nn.Dense(3, 3)])
+    >>> net[1].weight = net[0].weight  # tied
+    >>> register_parametrizations(net, [("0", net[0], "weight")],
+    ...                           lambda cell, name: WeightNormParametrization(0), lambda cell: True)
+    ['0', '1']
+    >>> net[1].weight_g is net[0].weight_g
+    True
+    """
+    if not isinstance(net, nn.Cell):
+        raise TypeError(f"register_parametrizations: net must be a mindspore.nn.Cell (the model that contains "
+                        f"the selected cells), got a {type(net).__name__}")
+    paths = {}
+    for path, cell in net.cells_and_names():
+        paths.setdefault(id(cell), path)
+    pairs = []
+    for _, cell, name in selected:
+        _check_own_parameter(cell, name)
+        if (cell, name) not in pairs:
+            pairs.append((cell, name))
+    holders = _holders(pairs)
+    chosen = {(id(c), k) for c, k in pairs}
+    order = {cell_id: i for i, cell_id in enumerate(paths)}
+    groups: List[_Group] = []
+    for pid, members in holders.items():
+        weight = own_params(members[0][0])[members[0][1]]
+        lead_cell, lead_key = members[0]
+        trainers = [m for m in members if _is_training_holder(*m)]
+        if trainers:
+            raise _training_holder_error(lead_cell, lead_key, weight.name, trainers)
+        outside = [m for m in members if id(m[0]) not in paths]
+        refused = [m for m in members if id(m[0]) in paths and (id(m[0]), m[1]) not in chosen
+                   and not follow(m[0])]
+        if outside or refused:
+            everyone = " and ".join(_describe(c, k, paths) for c, k in members)
+            if outside:
+                why = (f"{len(outside)} of them outside the {type(net).__name__} given. To keep the tie, apply "
+                       f"it to a cell that contains all of them (e.g. the whole model)")
+            else:
+                names = ", ".join(sorted({type(c).__name__ for c, _ in refused}))
+                why = (f"{names} not selected by cell_types. To keep the tie, add {names} to cell_types "
+                       f"(the cells then share one set of new Parameters)")
+            raise ValueError(
+                f"the Parameter named '{weight.name}' is shared by {everyone}, {why}; parametrizing only "
+                f"some of them would untie them. To untie on purpose, first give a cell its own copy: "
+                f"cell.<name> = Parameter(cell.<name>.copy(), name='...'). Nothing was changed")
+        made = [(paths[id(c)], c, k, make(c, k)) for c, k in members]
+        first = made[0][3]
+        for path, c, k, p in made[1:]:
+            if p != first:
+                raise ValueError(
+                    f"the Parameter named '{weight.name}' is shared by {_describe(lead_cell, lead_key, paths)} "
+                    f"and {_describe(c, k, paths)}, which need different parametrizations ({first} and {p}); "
+                    f"a tie needs one. Untie them first, or choose settings valid for both. Nothing was changed")
+        members_in_order = sorted(((path, c, k) for path, c, k, _ in made), key=lambda m: order[id(m[1])])
+        groups.append(_Group(members_in_order, first, weight, []))
+    for group in groups:
+        group.prepare()
+    # Every check passed and every value is computed: only now change the cells.
+    for group in groups:
+        group.apply()
+    if groups:
+        invalidate_compiled_graphs()
+    changed = {id(c) for g in groups for _, c, _ in g.members}
+    return [path for path, cell in net.cells_and_names() if id(cell) in changed]
+
+
+def _fold_group(cell: nn.Cell, entry: _Entry) -> List[Tuple[nn.Cell, _Entry]]:
+    """The cells that share ``entry``'s new Parameters with ``cell`` (itself first)."""
+    # Look up the holders before taking any local reference to the Parameters (see _holders).
+    found = _holders([(cell, entry.param_names()[0])])
+    own = tuple(own_params(cell)[n] for n in entry.param_names())
+    holders = found[id(own[0])]
+    group = [(cell, entry)]
+    for other, key in holders:
+        if other is cell:
+            continue
+        for e in _entries(other):
+            names = e.param_names()
+            if names[0] == key and all(own_params(other).get(n) is p for n, p in zip(names, own)):
+                group.append((other, e))
+    return group
+
+
 def remove_parametrization(cell: nn.Cell, name: str) -> Parameter:
-    """Fold the current value of ``cell.<name>`` into a plain Parameter again; return it."""
+    """Fold the current value of ``cell.<name>`` into a plain Parameter again; return it.
+
+    Cells that share the parametrization (a tie kept by :func:`register_parametrizations`)
+    are folded with it and get the same new Parameter, so the tie stays.
+
+    >>> from mindspore import nn
+    >>> from ms_weightnorm import WeightNormParametrization
+    >>> dense = register_parametrization(nn.Dense(3, 2), "weight", WeightNormParametrization(0))
+    >>> remove_parametrization(dense, "weight").shape, type(dense) is nn.Dense
+    ((2, 3), True)
+    """
+    if not isinstance(cell, nn.Cell):
+        raise _not_a_cell(cell, name)
     entries = _entries(cell)
     entry = next((e for e in entries if e.name == name), None)
     if entry is None:
         applied = ", ".join(e.name for e in entries) or "none"
         raise ValueError(
-            f"{_cell_label(cell)}: weight norm is not applied to '{name}' (applied to: {applied}); "
-            f"nothing to remove")
+            f"{_cell_label(cell)}: '{name}' is not parametrized (parametrized: {applied}), nothing to "
+            f"remove; pass name= one of those, or the cell that has it")
+    group = _fold_group(cell, entry)
     if entry.stateful:
         # Folding reads the weight as in eval mode: removal never advances the state.
         args = [getattr(cell, n) for n in entry.param_names()]
         value = _amp_cast(entry.parametrization.compose_fn()(*args, False), cell._reparam_amp_dtype)
     else:
-        value = getattr(cell, name)
-    first = getattr(cell, entry.param_names()[0])
+        value = type(cell).__dict__[name].fget(cell)
+    first = own_params(cell)[entry.param_names()[0]]
     suffix = "_" + entry.parametrization.suffixes[0]
     param_name = first.name[: -len(suffix)] if first.name.endswith(suffix) else name
     folded = Parameter(value, name=param_name, requires_grad=first.requires_grad)
+    for member, member_entry in group:
+        _unregister(member, member_entry, folded)
+    invalidate_compiled_graphs()
+    return folded
 
-    rest = tuple(e for e in entries if e is not entry)
+
+def _unregister(cell: nn.Cell, entry: _Entry, folded: Parameter) -> None:
+    rest = tuple(e for e in _entries(cell) if e is not entry)
     base = original_class(cell)
     new_cls = _parametrized_class(base, rest) if rest else base
     old_keys = entry.param_names()
@@ -442,7 +806,7 @@ def remove_parametrization(cell: nn.Cell, name: str) -> Parameter:
     items = []
     for key, p in params.items():
         if key == old_keys[0]:
-            items.append((name, folded))
+            items.append((entry.name, folded))
         elif key not in old_keys:
             items.append((key, p))
     params.clear()
@@ -453,8 +817,6 @@ def remove_parametrization(cell: nn.Cell, name: str) -> Parameter:
         # remaining entry aliases this attribute.
         if not any(attr == a for e in rest for a, _ in e.aliases):
             object.__setattr__(cell, attr, ParameterTuple(getattr(cell, s) for s in slots))
-    invalidate_compiled_graphs()
-    return folded
 
 
 def invalidate_compiled_graphs() -> None:

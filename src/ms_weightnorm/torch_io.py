@@ -55,7 +55,7 @@ from ._torch_pickle import (
 from .parametrize import invalidate_compiled_graphs, original_class
 from .spectral_norm import (WARMUP_ITERATIONS, SpectralNormParametrization, default_dim, matrix_shape,
                             np_matrix, np_power_iteration, np_sigma, spectral_norms)
-from .weight_norm import WeightNormParametrization, weight_norms
+from .weight_norm import WeightNorm, WeightNormParametrization, weight_norms
 
 __all__ = [
     "LoadResult",
@@ -131,7 +131,7 @@ def _join(path: str, name: str) -> str:
 class _Target:
     """One logical weight of the network: a plain Parameter, or a weight-normed pair (g, v)."""
 
-    path: str
+    path: str                      # the cell's path in PyTorch terms (no WeightNorm wrapper level)
     cell: nn.Cell
     name: str                      # MindSpore attribute name (``weight``, ``gamma``...)
     torch_name: str                # its PyTorch name (``weight`` for ``gamma``...)
@@ -157,7 +157,16 @@ def _targets(net: nn.Cell) -> List[_Target]:
     if not isinstance(net, nn.Cell):
         raise TypeError(f"expected a mindspore.nn.Cell, got {type(net).__name__}")
     out = []
-    for path, cell in net.cells_and_names():
+    # A WeightNorm wrapper mirrors PyTorch's weight_norm(module): the module is the layer
+    # itself there, so the wrapper's "module." level has no PyTorch key.
+    torch_paths: Dict[str, Tuple[str, bool]] = {}  # MindSpore path -> (PyTorch path, is a wrapper)
+    for ms_path, cell in net.cells_and_names():
+        parent, _, leaf = ms_path.rpartition(".")
+        parent_path, parent_wraps = torch_paths.get(parent, ("", False))
+        path = "" if not ms_path else parent_path if parent_wraps and leaf == "module" else _join(parent_path, leaf)
+        torch_paths[ms_path] = (path, isinstance(cell, WeightNorm))
+        if isinstance(cell, WeightNorm):
+            continue  # no Parameters of its own; weight_norms() would answer for its module
         renames = _renames(cell)
         wn = weight_norms(cell)
         wn_keys = {f"{k}_{s}": k for k in wn for s in WeightNormParametrization.suffixes}
@@ -165,17 +174,17 @@ def _targets(net: nn.Cell) -> List[_Target]:
             params = own_params(cell)
             g, v = params[f"{name}_g"], params[f"{name}_v"]
             out.append(_Target(path, cell, name, renames.get(name, name), p, (g, v),
-                               (_join(path, f"{name}_g"), _join(path, f"{name}_v"))))
+                               (_join(ms_path, f"{name}_g"), _join(ms_path, f"{name}_v"))))
         for name, p in spectral_norms(cell).items():
             sn_names = tuple(f"{name}_{s}" for s in _SN_SUFFIXES)
             wn_keys.update((k, name) for k in sn_names)
             out.append(_Target(path, cell, name, renames.get(name, name), None,
                                tuple(own_params(cell)[k] for k in sn_names),
-                               tuple(_join(path, k) for k in sn_names), sn=p))
+                               tuple(_join(ms_path, k) for k in sn_names), sn=p))
         for key, param in own_params(cell).items():
             if key in wn_keys or param is None:
                 continue
-            out.append(_Target(path, cell, key, renames.get(key, key), None, (param,), (_join(path, key),)))
+            out.append(_Target(path, cell, key, renames.get(key, key), None, (param,), (_join(ms_path, key),)))
     return out
 
 

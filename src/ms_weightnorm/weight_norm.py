@@ -1,10 +1,14 @@
 """Weight normalization on top of the parametrization mechanism: the public functions."""
 from __future__ import annotations
 
+import math
+import numbers
+import operator
 import warnings
 from dataclasses import dataclass
 from typing import ClassVar, Dict, List, Optional, Tuple, Type, Union
 
+import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn
 
@@ -12,10 +16,10 @@ from . import functional as F
 from ._compat import own_params
 from .parametrize import (
     Parametrization,
-    check_registration,
     original_class,
     parametrizations,
     register_parametrization,
+    register_parametrizations,
     remove_parametrization,
 )
 
@@ -43,6 +47,8 @@ class WeightNormParametrization(Parametrization):
     dim: Optional[int]
     eps: float = 0.0
     suffixes: ClassVar[Tuple[str, ...]] = ("g", "v")
+    kind: ClassVar[str] = "weight norm"
+    remover: ClassVar[str] = "remove_weight_norm"
 
     def check(self, cell: nn.Cell, name: str, weight: Parameter) -> None:
         label = f"{type(cell).__name__} cell"
@@ -52,7 +58,9 @@ class WeightNormParametrization(Parametrization):
                 f"Parameter (float16, bfloat16, float32 or float64). Cast the cell first, e.g. "
                 f"cell.to_float(ms.float32), or choose another name=")
         if weight.ndim == 0:
-            raise ValueError(f"{label}: Parameter '{name}' is a scalar; weight norm needs at least 1 axis")
+            raise ValueError(
+                f"{label}: Parameter '{name}' is a scalar; weight norm needs at least 1 axis. Choose another "
+                f"name= (its weight)")
 
     def split(self, weight: Tensor) -> Tuple[Tensor, Tensor]:
         # g = ||w|| (with the same eps as compose) so that wrapping leaves outputs unchanged.
@@ -70,15 +78,37 @@ class WeightNormParametrization(Parametrization):
 _FLOAT_TYPES = (ms.float16, ms.bfloat16, ms.float32, ms.float64)
 
 
+def _check_eps(eps, where: str) -> float:
+    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, numbers.Real):
+        raise TypeError(f"{where}: eps must be a real number >= 0 (e.g. 1e-12), got {type(eps).__name__} {eps!r}")
+    value = float(eps)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(
+            f"{where}: eps must be finite and >= 0, got {eps!r}; it is added under the square root of "
+            f"the norm (0 matches PyTorch, a small value like 1e-12 keeps all-zero slices finite)")
+    return value
+
+
+def _check_dim(dim, where: str) -> Optional[int]:
+    if dim is None:
+        return None
+    if isinstance(dim, (bool, np.bool_)) or not isinstance(dim, numbers.Integral):
+        raise TypeError(
+            f"{where}: dim must be an int or None, got {type(dim).__name__} {dim!r}; pass the axis to keep "
+            f"(0: one g per output channel) or None for the norm of the whole tensor")
+    return operator.index(dim)  # numpy integers become plain ints
+
+
 def _make_parametrization(cell: nn.Cell, name: str, dim: F.Dim, eps: float) -> WeightNormParametrization:
     """Validate ``dim``/``eps`` against ``cell.<name>`` and build the parametrization."""
     label = f"{type(cell).__name__} cell"
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
-        raise ValueError(f"{label}, Parameter '{name}': eps must be a number >= 0, got {eps!r}")
+    where = f"{label}, Parameter '{name}'"
+    eps = _check_eps(eps, where)
+    dim = _check_dim(dim, where)
     weight = own_params(cell).get(name) if isinstance(cell, nn.Cell) else None
     if weight is None:
         # Let the mechanism produce its full error (it lists the cell's Parameters).
-        return WeightNormParametrization(0, float(eps))
+        return WeightNormParametrization(0, eps)
     try:
         axis = F.canonical_dim(dim, weight.ndim)
     except (TypeError, ValueError) as err:
@@ -95,26 +125,51 @@ def _make_parametrization(cell: nn.Cell, name: str, dim: F.Dim, eps: float) -> W
             warnings.warn(
                 f"{label}, Parameter '{name}' of shape {shape}: dim={dim} leaves only axes of size 1 "
                 f"to normalize over, so w = g * sign(v) and v gets no gradient", stacklevel=3)
-    return WeightNormParametrization(axis, float(eps))
+    return WeightNormParametrization(axis, eps)
 
 
-def weight_norm(cell: nn.Cell, name: str = "weight", dim: F.Dim = 0, eps: float = 0.0) -> nn.Cell:
-    """Apply weight normalization to Parameter ``name`` of ``cell``, in place; return ``cell``.
+_UNSET = object()
 
-    The Parameter is replaced by ``<name>_g`` (magnitude, shaped like the weight with 1 on
-    every reduced axis) and ``<name>_v`` (direction, the weight's shape). Reading
-    ``cell.<name>`` then gives ``g * v / ||v||``, computed inside the traced computation,
-    so gradients reach ``g`` and ``v`` in PyNative, GRAPH_MODE and ``ms.jit``. At apply time
-    ``g = ||w||``: the layer's output does not change.
+
+def _module_arg(module, cell, func: str) -> nn.Cell:
+    """PyTorch's ``module=`` and this library's earlier ``cell=``: exactly one of them."""
+    if cell is not _UNSET:
+        if module is not _UNSET:
+            raise TypeError(f"{func}() got both module= and cell=; pass the layer once (module= is PyTorch's name)")
+        module = cell
+    if module is _UNSET:
+        raise TypeError(f"{func}() missing the layer: {func}(module, ...)")
+    return module
+
+
+def weight_norm(module: nn.Cell = _UNSET, name: str = "weight", dim: F.Dim = 0, eps: float = 0.0, *,
+                cell: nn.Cell = _UNSET) -> nn.Cell:
+    """Apply weight normalization to Parameter ``name`` of ``module``, in place; return it.
+
+    The arguments are PyTorch's (``torch.nn.utils.weight_norm(module, name="weight", dim=0)``),
+    plus ``eps``; ``cell=`` is accepted for ``module=``. The Parameter is replaced by
+    ``<name>_g`` (magnitude, shaped like the weight with 1 on every reduced axis) and
+    ``<name>_v`` (direction, the weight's shape). Reading ``module.<name>`` then gives
+    ``g * v / ||v||``, computed inside the traced computation, so gradients reach ``g`` and
+    ``v`` in PyNative, GRAPH_MODE and ``ms.jit``. At apply time ``g = ||w||``: the layer's
+    output does not change. The computed weight is read-only: set ``<name>_v``/``<name>_g``,
+    or remove weight norm first, to change it.
 
     ``dim`` is the axis kept (PyTorch's meaning); ``None`` or ``-1`` normalize the whole
     tensor. Note MindSpore's layouts: ``nn.Conv1d`` weights are ``(out, in, 1, k)``, so
     PyTorch's ``dim=2`` on a Conv1d is ``dim=3`` here. ``eps > 0`` computes
     ``sqrt(sum(v*v) + eps)`` so an all-zero slice stays finite; ``eps=0`` matches PyTorch.
+    Python and numpy numbers are accepted for ``dim`` and ``eps``.
 
-    Raises ``ValueError``/``TypeError`` (and leaves the cell unchanged) if the cell has no such
-    Parameter, it is not floating point, ``dim`` is out of range, ``eps < 0``, or weight norm
-    is already applied to it.
+    Tied weights: if another cell holds the same Parameter (``head.weight =
+    embed.embedding_table``), this refuses, because changing one cell would untie them. Use
+    :func:`apply_weight_norm` on a cell containing both: they then share one ``g`` and ``v``.
+    The same refusal comes when an optimizer or training cell built earlier holds the
+    Parameter: build those after weight norm.
+
+    Raises ``ValueError``/``TypeError`` (and leaves the module unchanged) if it has no such
+    Parameter, it is not floating point, ``dim`` is out of range, ``eps`` is negative or not
+    finite, the Parameter is tied, or weight norm is already applied to it.
 
     >>> import numpy as np, mindspore as ms
     >>> from mindspore import nn
@@ -125,50 +180,100 @@ def weight_norm(cell: nn.Cell, name: str = "weight", dim: F.Dim = 0, eps: float 
     ['bias', 'weight_g', 'weight_v']
     >>> dense(ms.Tensor(np.ones((3, 20), np.float32))).shape
     (3, 40)
+    >>> conv = weight_norm(module=nn.Conv2d(2, 4, 3), name="weight", dim=0)
+    >>> conv.weight_g.shape
+    (4, 1, 1, 1)
     """
-    parametrization = _make_parametrization(cell, name, dim, eps)
-    return register_parametrization(cell, name, parametrization)
+    module = _module_arg(module, cell, "weight_norm")
+    if isinstance(module, WeightNorm):
+        raise TypeError(
+            f"weight_norm() got a WeightNorm wrapper (around a {type(module.module).__name__} cell); it "
+            f"already applies weight norm to its module's '{module.param_name}'. Pass the inner layer: "
+            f"weight_norm(wrapper.module, name=...)")
+    parametrization = _make_parametrization(module, name, dim, eps)
+    return register_parametrization(module, name, parametrization)
 
 
-def remove_weight_norm(cell: nn.Cell, name: str = "weight") -> nn.Cell:
+def _unwrap(module: nn.Cell) -> nn.Cell:
+    return module.module if isinstance(module, WeightNorm) else module
+
+
+def remove_weight_norm(module: nn.Cell = _UNSET, name: Optional[str] = None, *,
+                       cell: nn.Cell = _UNSET) -> nn.Cell:
     """Fold ``g * v / ||v||`` into a plain Parameter ``name`` again and drop ``g`` and ``v``.
 
-    Use it for inference and export: the layer then runs at its plain speed. It is safe
-    after the network has run in GRAPH_MODE or under ``ms.jit``: cached graphs are dropped so
-    the next call compiles with the folded weight.
+    PyTorch's arguments (``remove_weight_norm(module, name="weight")``); ``cell=`` is accepted
+    for ``module=``. ``name`` defaults to ``"weight"``, or for a :class:`WeightNorm` wrapper to
+    its own Parameter name: a wrapper is accepted and its module is changed. Use it for
+    inference and export: the layer then runs at its plain speed. It is safe after the network
+    has run in GRAPH_MODE or under ``ms.jit``: cached graphs are dropped so the next call
+    compiles with the folded weight. Cells that share the weight-normed Parameters (a tie
+    kept by :func:`apply_weight_norm`) are folded together and keep sharing one Parameter.
+    Returns ``module`` (the wrapper when given one).
 
     >>> from mindspore import nn
     >>> dense = remove_weight_norm(weight_norm(nn.Dense(4, 3)))
     >>> sorted(name for name, _ in dense.parameters_and_names())
     ['bias', 'weight']
+    >>> wrapped = remove_weight_norm(WeightNorm(nn.Dense(4, 3)))
+    >>> wrapped.use_weight_norm, sorted(n for n, _ in wrapped.parameters_and_names())
+    (False, ['module.bias', 'module.weight'])
     """
-    applied = weight_norms(cell)
+    module = _module_arg(module, cell, "remove_weight_norm")
+    if not isinstance(module, nn.Cell):
+        raise TypeError(
+            f"remove_weight_norm() expects the mindspore.nn.Cell weight norm was applied to (or its WeightNorm "
+            f"wrapper), got a {type(module).__name__}")
+    target = _unwrap(module)
+    if name is None:
+        name = module.param_name if isinstance(module, WeightNorm) else "weight"
+    applied = _own_weight_norms(target)
     if name not in applied:
-        raise ValueError(
-            f"{type(cell).__name__} cell: weight norm is not applied to '{name}' "
-            f"(applied to: {', '.join(applied) or 'none'}); nothing to remove")
-    remove_parametrization(cell, name)
-    return cell
+        label = f"{type(target).__name__} cell" + (" (inside a WeightNorm wrapper)" if target is not module else "")
+        if applied:
+            hint = f"weight norm is on {', '.join(repr(n) for n in applied)}: pass name= one of those"
+        elif isinstance(module, WeightNorm):
+            hint = "it was already removed from this wrapper"
+        else:
+            hint = ("it has no weight norm: pass the layer weight_norm() was applied to (for a network, "
+                    "remove_all_weight_norm(net))")
+        raise ValueError(f"{label}: weight norm is not applied to '{name}', nothing to remove; {hint}")
+    remove_parametrization(target, name)
+    if isinstance(module, WeightNorm) and name == module.param_name:
+        module.use_weight_norm = False
+    return module
 
 
-def weight_norms(cell: nn.Cell) -> Dict[str, WeightNormParametrization]:
-    """The weight-normed Parameter names of ``cell`` itself (not its children) and their settings.
+def _own_weight_norms(cell: nn.Cell) -> Dict[str, WeightNormParametrization]:
+    return {k: p for k, p in parametrizations(cell).items() if isinstance(p, WeightNormParametrization)}
+
+
+def weight_norms(module: nn.Cell) -> Dict[str, WeightNormParametrization]:
+    """The weight-normed Parameter names of ``module`` itself (not its children) and their settings.
+
+    A :class:`WeightNorm` wrapper answers for the module it wraps.
 
     >>> from mindspore import nn
     >>> weight_norms(weight_norm(nn.Dense(2, 2), dim=1))
     {'weight': WeightNormParametrization(dim=1, eps=0.0)}
+    >>> weight_norms(WeightNorm(nn.Dense(2, 2)))
+    {'weight': WeightNormParametrization(dim=0, eps=0.0)}
     """
-    return {k: p for k, p in parametrizations(cell).items() if isinstance(p, WeightNormParametrization)}
+    return _own_weight_norms(_unwrap(module))
 
 
-def is_weight_normed(cell: nn.Cell, name: Optional[str] = None) -> bool:
-    """Whether ``cell`` itself (not its children) has weight norm, on ``name`` or on any Parameter.
+def is_weight_normed(module: nn.Cell, name: Optional[str] = None) -> bool:
+    """Whether ``module`` itself (not its children) has weight norm, on ``name`` or on any Parameter.
+
+    A :class:`WeightNorm` wrapper answers for the module it wraps.
 
     >>> from mindspore import nn
     >>> is_weight_normed(weight_norm(nn.Dense(2, 2))), is_weight_normed(nn.Dense(2, 2))
     (True, False)
+    >>> is_weight_normed(WeightNorm(nn.Dense(2, 2)), "weight")
+    True
     """
-    found = weight_norms(cell)
+    found = weight_norms(module)
     return bool(found) if name is None else name in found
 
 
@@ -178,7 +283,7 @@ def _as_type_tuple(cell_types: CellTypes) -> Optional[Tuple[type, ...]]:
     types = tuple(cell_types) if isinstance(cell_types, (list, tuple)) else (cell_types,)
     for t in types:
         if not (isinstance(t, type) and issubclass(t, nn.Cell)):
-            raise TypeError(f"cell_types must be Cell classes, got {t!r}")
+            raise TypeError(f"apply_weight_norm: cell_types must be Cell classes (e.g. nn.Dense), got {t!r}")
     return types
 
 
@@ -200,25 +305,46 @@ def apply_weight_norm(net: nn.Cell, cell_types: CellTypes = None, name: str = "w
     weight norm on ``name`` are left as they are. Everything is validated before anything
     changes: on error the network is unchanged.
 
+    Tied weights stay tied: when a selected Parameter is also held by other cells of ``net``
+    (``head.weight = embed.embedding_table``), those cells get weight norm too, and all of them
+    share one ``g`` and ``v`` (named after the cell the Parameter was created in), so they keep
+    reading one weight and optimizers and checkpoints see each Parameter once. If one of the
+    cells sharing it is outside ``net`` or excluded by ``cell_types``, this raises a
+    ``ValueError`` naming them and changes nothing.
+
     >>> from mindspore import nn
     >>> net = nn.SequentialCell([nn.Dense(4, 8), nn.ReLU(), nn.Dense(8, 2)])
     >>> apply_weight_norm(net)
     ['0', '2']
     >>> net[0].weight_g.name
     '0.weight_g'
+    >>> lm = nn.SequentialCell([nn.Embedding(10, 4), nn.Dense(4, 10, has_bias=False)])
+    >>> lm[1].weight = lm[0].embedding_table  # tied output layer
+    >>> apply_weight_norm(lm)
+    ['0', '1']
+    >>> lm[1].weight_v is lm[0].embedding_table_v, [p.name for p in lm.trainable_params()]
+    (True, ['0.embedding_table_g', '0.embedding_table_v'])
     """
     types = _as_type_tuple(cell_types)
-    chosen = [(path, cell) for path, cell in net.cells_and_names() if _is_candidate(cell, name, types)]
-    plans = [(path, cell, _make_parametrization(cell, name, dim, eps)) for path, cell in chosen]
-    for _, cell, p in plans:
-        check_registration(cell, name, p)  # dtype, name clashes...: before any cell changes
-    for _, cell, p in plans:
-        register_parametrization(cell, name, p)
-    return [path for path, _, _ in plans]
+    if not isinstance(net, nn.Cell):
+        raise TypeError(f"apply_weight_norm: net must be a mindspore.nn.Cell, got {type(net).__name__}")
+    dim = _check_dim(dim, f"apply_weight_norm on {type(net).__name__}")
+    eps = _check_eps(eps, f"apply_weight_norm on {type(net).__name__}")
+    chosen = [(path, cell, name) for path, cell in net.cells_and_names() if _is_candidate(cell, name, types)]
+
+    def make(cell: nn.Cell, key: str) -> WeightNormParametrization:
+        return _make_parametrization(cell, key, dim, eps)
+
+    def follow(cell: nn.Cell) -> bool:
+        return types is None or issubclass(original_class(cell), types)
+
+    return register_parametrizations(net, chosen, make, follow)
 
 
 def remove_all_weight_norm(net: nn.Cell) -> List[str]:
     """Remove weight norm from every cell inside ``net`` (all its names); return their paths.
+
+    :class:`WeightNorm` wrappers inside ``net`` are marked ``use_weight_norm = False``.
 
     >>> from mindspore import nn
     >>> net = nn.SequentialCell([nn.Dense(4, 8), nn.Dense(8, 2)])
@@ -229,14 +355,18 @@ def remove_all_weight_norm(net: nn.Cell) -> List[str]:
     >>> sorted(name for name, _ in net.parameters_and_names())
     ['0.bias', '0.weight', '1.bias', '1.weight']
     """
-    changed = []
-    for path, cell in list(net.cells_and_names()):
-        names = list(weight_norms(cell))
-        for n in names:
+    if not isinstance(net, nn.Cell):
+        raise TypeError(f"remove_all_weight_norm: net must be a mindspore.nn.Cell, got {type(net).__name__}")
+    cells = list(net.cells_and_names())
+    normed = [(path, cell) for path, cell in cells if _own_weight_norms(cell)]
+    for _, cell in normed:
+        # A tied cell may have been folded already, together with the first cell of its group.
+        for n in list(_own_weight_norms(cell)):
             remove_parametrization(cell, n)
-        if names:
-            changed.append(path)
-    return changed
+    for _, cell in cells:
+        if isinstance(cell, WeightNorm) and not is_weight_normed(cell.module, cell.param_name):
+            cell.use_weight_norm = False
+    return [path for path, _ in normed]
 
 
 class WeightNorm(nn.Cell):
@@ -245,7 +375,10 @@ class WeightNorm(nn.Cell):
     The wrapper form of :func:`weight_norm`, with the attributes of the original MindSpore
     request: ``param_g``, ``param_v``, ``use_weight_norm`` and ``remove_weight_norm()``.
     It calls ``module`` unchanged; the module itself computes its weight from ``g`` and
-    ``v``, so the same code runs in PyNative and GRAPH_MODE.
+    ``v``, so the same code runs in PyNative and GRAPH_MODE. :func:`remove_weight_norm`,
+    :func:`is_weight_normed` and :func:`weight_norms` accept the wrapper, and
+    :mod:`ms_weightnorm.torch_io` maps a network of wrappers onto the PyTorch module it mirrors
+    (the wrapper's ``module.`` level does not appear in PyTorch keys).
 
     >>> import numpy as np, mindspore as ms
     >>> from mindspore import nn
@@ -282,8 +415,9 @@ class WeightNorm(nn.Cell):
         # removal: say why instead of Cell's generic "no attribute".
         if attr in ("param_g", "param_v"):
             raise AttributeError(
-                f"WeightNorm({type(self.module).__name__}): weight norm was removed, so there is no "
-                f"{attr}; the folded weight is module.{self.param_name}")
+                f"WeightNorm({type(self.module).__name__}): weight norm was removed from "
+                f"'{self.param_name}', so there is no {attr}; the folded weight is "
+                f"module.{self.param_name}")
         return super().__getattr__(attr)
 
     def construct(self, *inputs, **kwargs):
@@ -291,5 +425,4 @@ class WeightNorm(nn.Cell):
 
     def remove_weight_norm(self) -> None:
         """Fold the weight into ``module.<name>`` and stop normalizing (for inference)."""
-        remove_weight_norm(self.module, self.param_name)
-        self.use_weight_norm = False
+        remove_weight_norm(self, self.param_name)
