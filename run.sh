@@ -127,7 +127,7 @@ case "$cmd" in
   mutate)
     # mutmut 2 mutates the source text itself (in a scratch copy), so GRAPH_MODE parses each
     # mutant as written; mutmut 3 routes every function through a runtime trampoline.
-    if ! python -c "import mutmut" 2> /dev/null; then
+    if ! python -c "import mutmut, sys; sys.exit(not mutmut.__version__.startswith('2.'))" 2> /dev/null; then
       if [ -n "${MS_WEIGHTNORM_VENV:-}" ]; then
         say "mutate needs mutmut 2 in $venv, which run.sh does not install into a venv it was given:"
         say "$venv/bin/python -m pip install mutmut==2.5.1, or unset MS_WEIGHTNORM_VENV to use .venv"

@@ -11,7 +11,14 @@ them alike and the ratios are side by side. PyTorch columns appear when torch is
 The training table also times a second, identical plain network: its ratio to the first
 is the noise level of the run.
 
-1. The reparameterization, forward + backward: the gradients with respect to ``v`` and ``g``
+1. What weight norm adds to a network's weights: one compiled step (GRAPH_MODE) takes the
+   value and the gradients of ``sum_i sum(w_i * gw_i)`` over many weights ``w_i``, once with
+   plain Parameters and once with ``w_i = weight_norm(v_i, g_i)``; the difference is weight
+   norm's cost, for the fused kernels, the composed MindSpore ops, and PyTorch
+   (``torch._weight_norm``, eager autograd, same loss) side by side.
+2. Kernels per weight-normed weight on each path, counted in the compiled graph (the kernel
+   actors of MindSpore's final actor set, weight-normed minus plain), forward and backward.
+3. The reparameterization, forward + backward: the gradients with respect to ``v`` and ``g``
    of ``w = weight_norm(v, g, dim)`` for an incoming gradient ``gw`` (the same numbers as the
    gradient of ``sum(gw * w)``, without timing MindSpore's slow CPU full-tensor sum, which
    alone costs several times the weight norm on the conv shapes). GRAPH_MODE, one ``ms.jit``
@@ -21,17 +28,21 @@ is the noise level of the run.
    MindSpore's CPU graphs run synchronously: the timings include launching the graph, whose
    cost alone is the "MS graph launch" column (a graph computing ``2 * g``); it is paid once
    per graph, not per layer, in a training step.
-2. Training steps (``nn.TrainOneStepCell`` + Adam, GRAPH_MODE) with weight norm on every layer
+4. Training steps (``nn.TrainOneStepCell`` + Adam, GRAPH_MODE) with weight norm on every layer
    against the same network without it, and PyTorch's ``torch.nn.utils.weight_norm`` overhead
    on the same network (eager) in the same run.
-3. Inference after ``remove_all_weight_norm`` against the plain network, and graph compile
+5. Inference after ``remove_all_weight_norm`` against the plain network, and graph compile
    time (first training step) with and without weight norm.
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime
+import glob
 import os
+import re
+import tempfile
 import platform
 import random
 import statistics
@@ -42,7 +53,7 @@ from typing import Callable, Dict, List, Sequence
 import numpy as np
 
 import mindspore as ms
-from mindspore import nn
+from mindspore import nn, Parameter, ParameterTuple
 
 import ms_weightnorm as wn
 from ms_weightnorm import functional as F
@@ -196,6 +207,181 @@ def _fmt(x) -> str:
 
 def _ratio(a, b) -> str:
     return "n/a" if b is None else f"{a / b:.2f}"
+
+
+# ---------------------------------------------------------------------------------------
+# What weight norm adds over a network's weights
+# ---------------------------------------------------------------------------------------
+
+WEIGHT_SETS = [
+    (24, (256, 256, 1, 3), 0),
+    (8, (512, 512, 1, 7), 0),
+    (24, (64, 64, 3, 3), 0),
+    (24, (256, 256, 1, 3), 3),
+]
+
+
+class _Weights(nn.Cell):
+    """Many weights and the loss ``sum_i sum(w_i * gw_i)``; weight-normed when ``dim`` is set."""
+
+    def __init__(self, vs, gs, dim):
+        super().__init__()
+        self.dim = dim
+        self.normed = dim is not None
+        if self.normed:
+            self.v = ParameterTuple([Parameter(ms.Tensor(v), name=f"v{i}") for i, v in enumerate(vs)])
+            self.g = ParameterTuple([Parameter(ms.Tensor(g), name=f"g{i}") for i, g in enumerate(gs)])
+        else:
+            self.w = ParameterTuple([Parameter(ms.Tensor(v), name=f"w{i}") for i, v in enumerate(vs)])
+
+    def construct(self, gws):
+        total = 0
+        if self.normed:
+            for v, g, gw in zip(self.v, self.g, gws):
+                total = total + (F.weight_norm(v, g, self.dim) * gw).sum()
+        else:
+            for w, gw in zip(self.w, gws):
+                total = total + (w * gw).sum()
+        return total
+
+
+def _ms_weights_step(kind: str, vs, gs, gws, dim, grad: bool = True):
+    """A compiled step over the weights: ``kind`` is "plain", "fused" or "composed"."""
+    net = _Weights(vs, gs, None if kind == "plain" else dim)
+    if grad:
+        value_and_grad = ms.value_and_grad(net, grad_position=None, weights=net.trainable_params())
+
+        @ms.jit
+        def step(gws):
+            return value_and_grad(gws)
+    else:
+        @ms.jit
+        def step(gws):
+            return net(gws)
+
+    gws_t = tuple(ms.Tensor(x) for x in gws)
+
+    def run():
+        out = step(gws_t)
+        (out[1][-1] if grad else out).asnumpy()
+
+    if kind != "plain":
+        F.set_backend(kind, drop_compiled=False)
+    try:
+        run()  # compiles under this backend
+    finally:
+        F.set_backend("auto", drop_compiled=False)
+    return run
+
+
+def _torch_weights_step(normed: bool, vs, gs, gws, dim):
+    if normed:
+        params = [torch.tensor(v, requires_grad=True) for v in vs] + [torch.tensor(g, requires_grad=True) for g in gs]
+    else:
+        params = [torch.tensor(v, requires_grad=True) for v in vs]
+    gwt = [torch.tensor(x) for x in gws]
+    n = len(vs)
+
+    def run():
+        for p in params:
+            p.grad = None
+        if normed:
+            ws = [torch._weight_norm(params[i], params[n + i], dim) for i in range(n)]
+        else:
+            ws = params
+        loss = sum((w * gw).sum() for w, gw in zip(ws, gwt))
+        loss.backward()
+        loss.item()
+
+    return run
+
+
+def _weight_set(count, shape, dim, seed=0):
+    rng = np.random.default_rng(seed)
+    vs = [rng.standard_normal(shape).astype(np.float32) for _ in range(count)]
+    gs = [(rng.random(F.g_shape(shape, dim)) + 0.5).astype(np.float32) for _ in range(count)]
+    gws = [rng.standard_normal(shape).astype(np.float32) for _ in range(count)]
+    return vs, gs, gws
+
+
+def added_cost_table(args) -> List[str]:
+    rows = ["| weights in one step | dim | plain step (ms) | fused adds (ms) | composed adds (ms) | "
+            "torch adds (ms) | composed / fused | fused / torch | composed / torch |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for count, shape, dim in WEIGHT_SETS:
+        if args.quick and dim != 0:
+            continue
+        vs, gs, gws = _weight_set(count, shape, dim)
+        fns = {kind: _ms_weights_step(kind, vs, gs, gws, dim) for kind in ("plain", "fused", "composed")}
+        if torch is not None:
+            fns["torch plain"] = _torch_weights_step(False, vs, gs, gws, dim)
+            fns["torch wn"] = _torch_weights_step(True, vs, gs, gws, dim)
+        t = {k: v * 1e3 for k, v in interleaved(fns, args.rounds, 1).items()}
+        fused, composed = t["fused"] - t["plain"], t["composed"] - t["plain"]
+        tadd = t["torch wn"] - t["torch plain"] if torch is not None else None
+        rows.append(f"| {count} x {shape} | {dim} | {t['plain']:.1f} | {fused:.1f} | {composed:.1f} | "
+                    f"{_fmt1(tadd)} | {_ratio_pos(composed, fused)} | {_ratio_pos(fused, tadd)} | "
+                    f"{_ratio_pos(composed, tadd)} |")
+        print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
+def _fmt1(x) -> str:
+    return "n/a" if x is None else f"{x:.1f}"
+
+
+def _ratio_pos(a, b) -> str:
+    # An added cost at or below zero is noise: no meaningful ratio.
+    if b is None or b <= 0 or a <= 0:
+        return "n/a"
+    return f"{a / b:.2f}"
+
+
+# ---------------------------------------------------------------------------------------
+# Kernels per weight, counted in the compiled graph
+# ---------------------------------------------------------------------------------------
+
+_KERNEL_ACTOR = re.compile(r"^%\d+ = kernel_graph\d*:([A-Za-z0-9_]+)-op\d+\(", re.M)
+
+
+def _graph_kernels(build: Callable[[], Callable[[], None]]) -> collections.Counter:
+    """Kernel types of the graph that ``build()`` compiles, from MindSpore's dump of the final
+    actor set (one kernel actor per launched kernel)."""
+    with tempfile.TemporaryDirectory(prefix="ms_wn_ir_") as tmp:
+        ms.set_context(save_graphs=True, save_graphs_path=tmp)
+        try:
+            build()
+        finally:
+            ms.set_context(save_graphs=False)
+        found = collections.Counter()
+        files = glob.glob(os.path.join(tmp, "**", "final_actor_set_*.ir"), recursive=True)
+        if not files:
+            raise RuntimeError(f"MindSpore wrote no final actor set under {tmp}: cannot count kernels")
+        for path in files:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                found.update(_KERNEL_ACTOR.findall(f.read()))
+        return found
+
+
+def kernel_count_table() -> List[str]:
+    shape, dim = (256, 256, 1, 3), 0
+    vs, gs, gws = _weight_set(1, shape, dim)
+    counts = {}
+    for kind in ("plain", "fused", "composed"):
+        fwd = _graph_kernels(lambda: _ms_weights_step(kind, vs, gs, gws, dim, grad=False))
+        both = _graph_kernels(lambda: _ms_weights_step(kind, vs, gs, gws, dim, grad=True))
+        counts[kind] = (fwd, both)
+    rows = ["| path | forward kernels | backward kernels | total | of which Reshape | kernel types (forward + backward) |",
+            "|---|---|---|---|---|---|"]
+    plain_fwd, plain_both = counts["plain"]
+    for kind in ("fused", "composed"):
+        fwd, both = counts[kind]
+        n_fwd = sum(fwd.values()) - sum(plain_fwd.values())
+        n_both = sum(both.values()) - sum(plain_both.values())
+        extra = both - plain_both
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(extra.items(), key=lambda kv: (-kv[1], kv[0])))
+        rows.append(f"| {kind} | {n_fwd} | {n_both - n_fwd} | {n_both} | {extra.get('Reshape', 0)} | {kinds} |")
+    return rows
 
 
 # ---------------------------------------------------------------------------------------
@@ -375,7 +561,8 @@ def main(argv: Sequence[str] = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (noisier), about a minute")
     parser.add_argument("--rounds", type=int, default=None, help="timed samples per contender")
     parser.add_argument("--calls", type=int, default=None, help="calls per sample (small shapes)")
-    parser.add_argument("--skip", default="", help="comma list of sections to skip: reparam,train,infer")
+    parser.add_argument("--skip", default="",
+                        help="comma list of sections to skip: added,kernels,reparam,train,infer")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (7 if args.quick else 31)
     args.calls = args.calls or (5 if args.quick else 10)
@@ -383,6 +570,14 @@ def main(argv: Sequence[str] = None) -> int:
 
     ms.set_context(mode=ms.GRAPH_MODE)
     print(f"Machine: {machine()}\n")
+    if "added" not in skip:
+        print("### What weight norm adds over a network's weights: one compiled step, value + gradients "
+              "(GRAPH_MODE; torch eager), weight-normed minus plain, median ms\n")
+        print("\n".join(added_cost_table(args)) + "\n")
+    if "kernels" not in skip:
+        print("### Kernels per weight-normed weight, counted in the compiled graph "
+              "((256, 256, 1, 3), dim 0; weight-normed minus plain)\n")
+        print("\n".join(kernel_count_table()) + "\n")
     if "reparam" not in skip:
         print("### Reparameterization, forward + backward (GRAPH_MODE), median ms per call\n")
         print("\n".join(reparam_table(args)) + "\n")

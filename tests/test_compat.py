@@ -201,7 +201,8 @@ _INTERNALS = re.compile(
     r"mindspore\.(common|graph)\.api|from mindspore\.graph|PrimitiveWithInfer|GlobalComm|"
     r"\._params\b|cells_compile_cache|ms_compile_cache|_cell_graph_executor|"
     r"mindspore\.nn\.layer\.|_add_mixed_precision_flag|mixed_precision_type|"
-    r"__version__\s*[<>=!]|[<>=!]=?\s*\S*__version__|mindspore_version\(|version\.parse|\bset_const_prim\b")
+    r"__version__\s*(?:[<>]|[=!]=)|(?:[<>]=?|[=!]=)\s*\S*__version__|mindspore_version\(|version\.parse|"
+    r"\bset_const_prim\b")
 
 
 def test_internals_only_in_the_compat_module():

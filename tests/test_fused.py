@@ -384,6 +384,11 @@ def test_other_devices_use_the_composed_path_silently(monkeypatch, backend, rng)
 
 # --------------------------------------------------------------------------- exact agreement
 
+# MindSpore's own bfloat16 CPU ops round to nearest even in 2.10.0, but truncate in 2.7.0
+# (measured: 59 of 259 elements of a (37, 7) weight one ulp off RNE). The composed path is made
+# of those ops; the fused kernel rounds to nearest even under both.
+MS_BF16_RNE = tuple(int(p) for p in ms.__version__.split(".")[:2]) >= (2, 10)
+
 ULP_CASES = [((6, 5), 0), ((4, 3, 2, 5), 1), ((37, 7), 1), ((4, 3, 2, 5), None), ((512, 600), 0),
              ((2, 40000), 0)]
 NP_TYPES = {"float16": np.float16, "bfloat16": "bfloat16", "float32": np.float32, "float64": np.float64}
@@ -420,6 +425,8 @@ def test_fused_and_composed_forwards_agree_to_the_ulp(mode, backend, rng, shape,
     ulps = ulp_distance(out["fused"], out["composed"], NP_TYPES[dtype])
     if dtype in ("float16", "bfloat16"):
         assert ulps.max() <= 1, f"{dtype}: fused and composed differ by {ulps.max()} ulp"
+        if dtype == "bfloat16" and not MS_BF16_RNE:
+            return  # the composed side truncates (see MS_BF16_RNE): 1 ulp is all that holds
         assert (ulps > 0).mean() <= 0.01, f"{dtype}: {100 * (ulps > 0).mean():.2f}% of elements differ"
     else:
         n = int(np.prod(shape)) if dim is None else int(np.prod(shape)) // shape[F.canonical_dim(dim, len(shape))]
@@ -470,6 +477,10 @@ def test_bfloat16_rounds_to_nearest_even(mode, backend, rng, shape, dim, path):
     w = in_mode(forward, mode)(ms.Tensor(v32).astype(ms.bfloat16), ms.Tensor(g32).astype(ms.bfloat16))
     assert w.dtype == ms.bfloat16
     got = w.astype(ms.float32).asnumpy()
+    if path == "composed" and not MS_BF16_RNE:
+        # MindSpore's truncating bfloat16 ops (see MS_BF16_RNE): within 1 ulp of RNE, not exact.
+        assert (ulp_distance(got, ref, "bfloat16")[safe] <= 1).all()
+        return
     wrong = (got.view(np.uint32) != ref.view(np.uint32)) & safe
     assert not wrong.any(), (f"{wrong.sum()} of {safe.sum()} determined elements differ from RNE, e.g. "
                              f"{got[wrong][:4]} vs {ref[wrong][:4]}")

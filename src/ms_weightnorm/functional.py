@@ -41,7 +41,7 @@ from typing import Optional, Tuple, Union
 import numpy as np
 
 import mindspore as ms
-from mindspore import Tensor, ops
+from mindspore import Tensor, nn, ops
 
 from ._compat import compiling, elementwise_type
 
@@ -183,8 +183,10 @@ def weight_norm(v: Tensor, g: Tensor, dim: Dim = 0, eps: float = 0.0) -> Tensor:
     ``eps>0`` uses ``sqrt(sum(v*v) + eps)``. The result has ``v``'s dtype; for float16 and
     bfloat16 the norm and the scale are computed in float32.
 
-    The fused CPU kernels are used when :func:`set_backend` allows it and ``g`` has the
-    shape ``g_shape(v.shape, dim)``; any other input takes the composed path.
+    When ``g`` has the shape ``g_shape(v.shape, dim)`` (the usual case), the fused CPU kernels
+    compute it where :func:`set_backend` allows them, and otherwise MindSpore ops with a
+    closed-form backward (see :class:`_ComposedForward`); a ``g`` that only broadcasts
+    against the norm is differentiated by MindSpore's autodiff of the plain composition.
 
     >>> import numpy as np, mindspore as ms
     >>> v = ms.Tensor(np.array([[3.0, 4.0], [0.0, 2.0]], np.float32))
@@ -195,6 +197,8 @@ def weight_norm(v: Tensor, g: Tensor, dim: Dim = 0, eps: float = 0.0) -> Tensor:
     axis = canonical_dim(dim, v.ndim)
     if _fused_applies(v.shape, v.dtype, g.shape, g.dtype, axis, eps):
         return _fused_weight_norm(v, g, axis, eps)
+    if _closed_form_applies(v.shape, v.dtype, g.shape, g.dtype, axis, eps):
+        return _COMPOSED_CELLS[_composed_key(axis, eps)][0](v, g)[0]
     return _composed_weight_norm(v, g, axis, eps)
 
 
@@ -215,6 +219,166 @@ def _composed_weight_norm(v: Tensor, g: Tensor, axis: Optional[int], eps: float)
     if scale.dtype != v.dtype:
         scale = scale.astype(v.dtype)
     return v * scale
+
+
+# ---------------------------------------------------------------------------------------
+# Composed path with a closed-form backward
+# ---------------------------------------------------------------------------------------
+#
+# MindSpore's autodiff of ``v * (g / ||v||)`` costs 19 kernels per weight on the CPU backend
+# (counted in the compiled graph; benchmarks/bench_weight_norm.py prints the counts): the
+# gradient of every broadcast is a reduction back to the broadcast's source, the gradient of
+# the norm goes through SqrtGrad, a Tile and a second broadcast multiply, and the 4-d
+# broadcast of the scale is reduced over two axes at once, the slow kind of reduction here.
+# The cells below give the same function a custom bprop with the closed-form gradient
+# (the fused backward kernel's math), save 1/||v|| and g/||v|| from the forward pass, and
+# work on one 2-D (or 3-D, for a middle axis) view of v so that every reduction is a single
+# reduce whose result broadcasts back without a reshape. Only standard MindSpore ops: it
+# runs unchanged on GPU and Ascend.
+#
+# Second order: the backward is a cell too, whose bprop is the same closed-form vector-
+# Jacobian product that the fused backward kernel's bprop uses (_backward_vjp).
+#
+# MindSpore 2.10 fails to compile ("The func graph is empty") a function containing an `if`
+# or a conditional expression when it is reached from a cell's bprop in a second-order
+# gradient and from elsewhere in the same graph; default arguments fail the same way. So
+# everything below runs branch-free code on static plans computed by constexprs, in both
+# modes. PyNative's wrong double backward through a reshape does not apply: these reshapes
+# are never differentiated by MindSpore (the cells' bprops replace their gradients).
+
+
+@ops.constexpr
+def _view_plan(shape, axis):
+    """``(view, axes, red, multiples)`` for a weight of ``shape``: the view whose ``axes`` are
+    summed for the norm, the shape ``red`` of that sum with ``keepdims`` (where ``g`` is
+    reshaped to), and the multiples that tile ``red`` back to ``view``."""
+    ndim = len(shape)
+    size = math.prod(shape)
+    if axis is None:
+        return (size,), (0,), (1,), (size,)
+    if ndim == 1:
+        return (size, 1), (1,), (size, 1), (1, 1)  # nothing to reduce: a size-1 axis
+    if axis == 0:
+        return (shape[0], size // shape[0]), (1,), (shape[0], 1), (1, size // shape[0])
+    if axis == ndim - 1:
+        return (size // shape[-1], shape[-1]), (0,), (1, shape[-1]), (size // shape[-1], 1)
+    # Middle axis: (before, kept, after) view, reduce the outer two.
+    before, kept, after = math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
+    return (before, kept, after), (0, 2), (1, kept, 1), (before, 1, after)
+
+
+@ops.constexpr
+def _compute_type(dtype):
+    """float64 computes in float64, every other type in float32."""
+    return ms.float64 if dtype == ms.float64 else ms.float32
+
+
+# x times the per-slice scale (compute type, reduced view shape), in x's dtype. The casts are
+# no-ops except for half-precision weights (whose scale is computed in float32) and for types
+# the backend has no Mul kernel for (elementwise_type, see _compat).
+
+def _scale_broadcast(x: Tensor, scale: Tensor, multiples, keep) -> Tensor:
+    work = elementwise_type(x.dtype)
+    return (x.astype(work) * scale.reshape(keep).astype(work)).astype(x.dtype)
+
+
+# The primitive, not ops.tile: functional wrappers branch inside (see the note above).
+_tile = ops.Tile()
+
+
+def _scale_tiled(x: Tensor, scale: Tensor, multiples, keep) -> Tensor:
+    # The CPU backend's broadcasting Mul takes 3x as long as a Mul of equal shapes, while
+    # tiling the scale over the 2-D (or 3-D) view is a fast copy (a Tile to 4-D is not).
+    # Tiled before the cast: the CPU Tile has no bfloat16 kernel.
+    work = elementwise_type(x.dtype)
+    return (x.astype(work) * _tile(scale, multiples).reshape(x.shape).astype(work)).astype(x.dtype)
+
+
+# Like _fused_applies, a constexpr that creates what the traced code then reads.
+@ops.constexpr(reuse_result=False)
+def _closed_form_applies(shape, v_dtype, g_shape_, g_dtype, axis, eps) -> bool:
+    """Whether the closed-form composed cells compute this weight; creates them when they do."""
+    if v_dtype not in _FUSED_TYPES or g_dtype not in _FUSED_TYPES:
+        return False
+    if len(shape) == 0 or any(n is None or n <= 0 for n in shape):
+        return False  # scalars, empty and dynamic shapes: no static view
+    if tuple(g_shape_) != g_shape(tuple(shape), axis):
+        return False  # a broadcast g: the plain composition's broadcasting semantics
+    _composed_cells(axis, eps)
+    return True
+
+
+@ops.constexpr
+def _composed_key(axis, eps):
+    return _axis_key(axis), eps, _device_target()
+
+
+class _ComposedBackward(nn.Cell):
+    """``(v, g, dw, rnorm, scale) -> (dv, dg)`` in MindSpore ops, from the forward's saved
+    ``rnorm = 1/||v||`` and ``scale = g/||v||`` (compute type, reduced view shape).
+
+    Per slice, with d = sum(dw*v): dg = d/||v|| and dv = scale*dw - (scale*dg/||v||)*v.
+    Its bprop is :func:`_backward_vjp`, which treats ``rnorm`` and ``scale`` as the
+    functions of ``v`` and ``g`` they are (so they themselves get zero).
+    """
+
+    def __init__(self, axis: Optional[int], eps: float, scale_fn):
+        super().__init__()
+        self.axis = axis
+        self.eps = eps
+        self.scale_fn = scale_fn
+
+    def construct(self, v, g, dw, rnorm, scale):
+        view, axes, _, multiples = _view_plan(v.shape, self.axis)
+        ct = _compute_type(v.dtype)
+        vf = v.astype(ct)
+        dwf = dw.astype(ct)
+        dg = (dwf.reshape(view) * vf.reshape(view)).sum(axes, keepdims=True) * rnorm
+        coef = dg * rnorm * scale
+        dv = self.scale_fn(dwf, scale, multiples, g.shape) - self.scale_fn(vf, coef, multiples, g.shape)
+        return dv.astype(v.dtype), dg.astype(g.dtype).reshape(g.shape)
+
+    def bprop(self, v, g, dw, rnorm, scale, out, dout):
+        grad_v, grad_g, grad_dw = _backward_vjp(v, g, dw, dout, self.axis, self.eps)
+        return grad_v, grad_g, grad_dw, ops.zeros_like(rnorm), ops.zeros_like(scale)
+
+
+class _ComposedForward(nn.Cell):
+    """``(v, g) -> (w, rnorm, scale)``. ``rnorm`` and ``scale`` are kept for the bprop and
+    used nowhere else, so their incoming gradients are zero and the bprop ignores them."""
+
+    def __init__(self, axis: Optional[int], eps: float, scale_fn, backward: _ComposedBackward):
+        super().__init__()
+        self.axis = axis
+        self.eps = eps
+        self.scale_fn = scale_fn
+        self.backward = backward
+
+    def construct(self, v, g):
+        view, axes, red, multiples = _view_plan(v.shape, self.axis)
+        ct = _compute_type(v.dtype)
+        v2 = v.reshape(view).astype(ct)
+        rnorm = ops.rsqrt((v2 * v2).sum(axes, keepdims=True) + self.eps)
+        scale = g.reshape(red).astype(ct) * rnorm
+        return self.scale_fn(v, scale, multiples, g.shape), rnorm, scale
+
+    def bprop(self, v, g, out, dout):
+        return self.backward(v, g, dout[0], out[1], out[2])
+
+
+_COMPOSED_CELLS: dict = {}
+
+
+def _composed_cells(axis: Optional[int], eps: float):
+    """The (forward, backward) cells for one kept axis and eps on this device, created on first use."""
+    key = _composed_key(axis, eps)
+    device = key[2]
+    if key not in _COMPOSED_CELLS:
+        # A whole-tensor scale is a scalar: every backend's Mul has a fast path for it.
+        scale_fn = _scale_tiled if device == "CPU" and axis is not None else _scale_broadcast
+        backward = _ComposedBackward(axis, eps, scale_fn)
+        _COMPOSED_CELLS[key] = (_ComposedForward(axis, eps, scale_fn, backward), backward)
+    return _COMPOSED_CELLS[key]
 
 
 # ---------------------------------------------------------------------------------------
@@ -370,15 +534,18 @@ def _make_bprops(axis: Optional[int], eps: float):
         return dv, dg, ops.zeros_like(meta)
 
     def bprop_backward(v, g, dw, meta, out, dout):
-        return _backward_vjp(v, g, dw, meta, dout, axis, eps)
+        grad_v, grad_g, grad_dw = _backward_vjp(v, g, dw, dout, axis, eps)
+        return grad_v, grad_g, grad_dw, ops.zeros_like(meta)
 
     return bprop_forward, bprop_backward
 
 
-def _backward_vjp(v, g, dw, meta, dout, axis, eps):
-    """Gradient of the backward kernel (for second-order gradients), in MindSpore ops.
+def _backward_vjp(v, g, dw, dout, axis, eps):
+    """Gradient of the weight-norm backward ``(v, g, dw) -> (dv, dg)``, in MindSpore ops: the
+    bprop of the fused backward kernel and of the composed backward cell alike, so second-
+    order gradients are exact on both paths. Branch-free, on the same view as the cells.
 
-    Per slice, with n = sqrt(sum v^2 + eps), s = g/n, d = sum dw*v, c = d/n^2, the kernel
+    Per slice, with n = sqrt(sum v^2 + eps), s = g/n, d = sum dw*v, c = d/n^2, the backward
     computes dv = s*dw - s*c*v and dg = d/n. For incoming (a, b) and A = sum a*dw,
     B = sum a*v:
       grad g  = (A - c*B) / n
@@ -386,23 +553,24 @@ def _backward_vjp(v, g, dw, meta, dout, axis, eps):
       grad v  = -s*c*a + (b/n - s*B/n^2) * dw + ((3*s*c*B - s*A)/n^2 - b*c/n) * v
     """
     a, b = dout
-    ct = ms.float64 if v.dtype == ms.float64 else ms.float32
-    vf = v.astype(ct)
-    dwf = dw.astype(ct)
-    af = a.astype(ct)
-    gf = g.astype(ct)
-    bf = b.astype(ct)
-    n2 = _reduce_sum_keep(vf * vf, axis) + eps
+    view, axes, red, _ = _view_plan(v.shape, axis)
+    ct = _compute_type(v.dtype)
+    vf = v.reshape(view).astype(ct)
+    dwf = dw.reshape(view).astype(ct)
+    af = a.reshape(view).astype(ct)
+    gf = g.reshape(red).astype(ct)
+    bf = b.reshape(red).astype(ct)
+    n2 = (vf * vf).sum(axes, keepdims=True) + eps
     n = ops.sqrt(n2)
     s = gf / n
-    c = _reduce_sum_keep(dwf * vf, axis) / n2
-    big_a = _reduce_sum_keep(af * dwf, axis)
-    big_b = _reduce_sum_keep(af * vf, axis)
-    grad_g = ((big_a - c * big_b) / n).reshape(g.shape).astype(g.dtype)
+    c = (dwf * vf).sum(axes, keepdims=True) / n2
+    big_a = (af * dwf).sum(axes, keepdims=True)
+    big_b = (af * vf).sum(axes, keepdims=True)
+    grad_g = ((big_a - c * big_b) / n).astype(g.dtype).reshape(g.shape)
     coef = bf / n - s * big_b / n2
-    grad_dw = (s * af + coef * vf).astype(dw.dtype)
+    grad_dw = (s * af + coef * vf).astype(dw.dtype).reshape(dw.shape)
     grad_v = -s * c * af + coef * dwf + ((3.0 * s * c * big_b - s * big_a) / n2 - bf * c / n) * vf
-    return grad_v.astype(v.dtype), grad_g, grad_dw, ops.zeros_like(meta)
+    return grad_v.astype(v.dtype).reshape(v.shape), grad_g, grad_dw
 
 
 # ---------------------------------------------------------------------------------------
