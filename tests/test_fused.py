@@ -486,38 +486,38 @@ def test_bfloat16_rounds_to_nearest_even(mode, backend, rng, shape, dim, path):
                              f"{got[wrong][:4]} vs {ref[wrong][:4]}")
 
 
-def _negated_composed(v, g, axis, eps):
-    return -_ORIGINAL_COMPOSED(v, g, axis, eps)
+def _negated_fused(v, g, axis, eps):
+    return -_ORIGINAL_FUSED(v, g, axis, eps)
 
 
-_ORIGINAL_COMPOSED = F._composed_weight_norm
+_ORIGINAL_FUSED = F._fused_weight_norm
 
 
 def test_set_backend_recompiles_a_compiled_network(monkeypatch, backend, rng):
     """After set_backend, a network that already ran in GRAPH_MODE takes the new path.
 
-    The composed path is replaced by one that negates the weight, so which path ran shows in
-    the output. With drop_compiled=False the cached (fused) graph keeps running: that is the
+    The fused path is replaced by one that negates the weight, so which path ran shows in the
+    output. With drop_compiled=False the cached (composed) graph keeps running: that is the
     behaviour set_backend's default must prevent.
     """
     x_np = rng.standard_normal((3, 5)).astype(np.float32)
     x = ms.Tensor(x_np)
-    backend("fused")
+    backend("composed")
     layer = wn.weight_norm(nn.Dense(5, 4))
     w_np = layer.weight.asnumpy().astype(np.float64)
     b_np = layer.bias.asnumpy().astype(np.float64)
     net = nn.SequentialCell([layer])
     ms.set_context(mode=ms.GRAPH_MODE)
     try:
-        fused_out = net(x).asnumpy()
-        np.testing.assert_allclose(fused_out, x_np @ w_np.T + b_np, rtol=1e-5, atol=1e-6)
-        monkeypatch.setattr(F, "_composed_weight_norm", _negated_composed)
-        F.set_backend("composed", drop_compiled=False)
-        np.testing.assert_array_equal(net(x).asnumpy(), fused_out)  # the stale graph, as documented
-        F.set_backend("composed")
-        np.testing.assert_allclose(net(x).asnumpy(), x_np @ -w_np.T + b_np, rtol=1e-5, atol=1e-6)
+        composed_out = net(x).asnumpy()
+        np.testing.assert_allclose(composed_out, x_np @ w_np.T + b_np, rtol=1e-5, atol=1e-6)
+        monkeypatch.setattr(F, "_fused_weight_norm", _negated_fused)
+        F.set_backend("fused", drop_compiled=False)
+        np.testing.assert_array_equal(net(x).asnumpy(), composed_out)  # the stale graph, as documented
         F.set_backend("fused")
-        np.testing.assert_allclose(net(x).asnumpy(), fused_out, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(net(x).asnumpy(), x_np @ -w_np.T + b_np, rtol=1e-5, atol=1e-6)
+        F.set_backend("composed")
+        np.testing.assert_allclose(net(x).asnumpy(), composed_out, rtol=1e-6, atol=1e-7)
     finally:
         ms.set_context(mode=ms.PYNATIVE_MODE)
 
