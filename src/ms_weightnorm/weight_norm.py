@@ -79,14 +79,13 @@ _FLOAT_TYPES = (ms.float16, ms.bfloat16, ms.float32, ms.float64)
 
 
 def _check_eps(eps, where: str) -> float:
-    # One ValueError for every bad eps (wrong type, negative, inf, nan): the fix is the same.
-    ok = not isinstance(eps, (bool, np.bool_)) and isinstance(eps, numbers.Real)
-    value = float(eps) if ok else math.nan
-    if not (math.isfinite(value) and value >= 0):
+    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, numbers.Real):
+        raise TypeError(f"{where}: eps must be a real number >= 0 (e.g. 1e-12), got {type(eps).__name__} {eps!r}")
+    value = float(eps)
+    if not math.isfinite(value) or value < 0:
         raise ValueError(
-            f"{where}: eps must be a number >= 0, got {eps!r}; a finite one (not inf or nan), Python's or "
-            f"numpy's. It is added under the square root of the norm: 0 matches PyTorch, a small value "
-            f"like 1e-12 keeps all-zero slices finite")
+            f"{where}: eps must be finite and >= 0, got {eps!r}; it is added under the square root of "
+            f"the norm (0 matches PyTorch, a small value like 1e-12 keeps all-zero slices finite)")
     return value
 
 
