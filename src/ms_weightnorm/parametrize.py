@@ -26,7 +26,6 @@ from __future__ import annotations
 import gc
 import sys
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np

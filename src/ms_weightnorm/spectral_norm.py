@@ -31,7 +31,7 @@ from .parametrize import (
     register_parametrization,
     remove_parametrization,
 )
-from .weight_norm import WeightNormParametrization
+from .weight_norm import WeightNormParametrization, require_floating
 
 __all__ = [
     "SpectralNormParametrization",
@@ -43,7 +43,6 @@ __all__ = [
 
 STYLES = ("new", "old")
 WARMUP_ITERATIONS = 15
-_FLOAT_TYPES = (ms.float16, ms.bfloat16, ms.float32, ms.float64)
 
 
 def _transposed_classes() -> Tuple[type, ...]:
@@ -133,10 +132,7 @@ class SpectralNormParametrization(Parametrization):
 
     def check(self, cell: nn.Cell, name: str, weight: Parameter) -> None:
         label = f"{type(cell).__name__} cell"
-        if weight.dtype not in _FLOAT_TYPES:
-            raise TypeError(
-                f"{label}: Parameter '{name}' has dtype {weight.dtype}; spectral norm needs a floating "
-                f"Parameter (float16, bfloat16, float32 or float64). Choose another name=")
+        require_floating(cell, name, weight, self.label)
         if weight.ndim < 2:
             raise ValueError(
                 f"{label}: Parameter '{name}' has shape {tuple(weight.shape)}; spectral norm needs a "

@@ -52,11 +52,7 @@ class WeightNormParametrization(Parametrization):
 
     def check(self, cell: nn.Cell, name: str, weight: Parameter) -> None:
         label = f"{type(cell).__name__} cell"
-        if weight.dtype not in _FLOAT_TYPES:
-            raise TypeError(
-                f"{label}: Parameter '{name}' has dtype {weight.dtype}; weight norm needs a floating "
-                f"Parameter (float16, bfloat16, float32 or float64). Cast the cell first, e.g. "
-                f"cell.to_float(ms.float32), or choose another name=")
+        require_floating(cell, name, weight, self.kind)
         if weight.ndim == 0:
             raise ValueError(
                 f"{label}: Parameter '{name}' is a scalar; weight norm needs at least 1 axis. Choose another "
@@ -76,6 +72,16 @@ class WeightNormParametrization(Parametrization):
 
 
 _FLOAT_TYPES = (ms.float16, ms.bfloat16, ms.float32, ms.float64)
+
+
+def require_floating(cell: nn.Cell, name: str, weight: Parameter, kind: str) -> None:
+    """Raise TypeError, naming the cell and Parameter, unless ``weight`` is floating point
+    (shared by weight norm and spectral norm)."""
+    if weight.dtype not in _FLOAT_TYPES:
+        raise TypeError(
+            f"{type(cell).__name__} cell: Parameter '{name}' has dtype {weight.dtype}; {kind} needs a "
+            f"floating Parameter (float16, bfloat16, float32 or float64). Cast the cell first, e.g. "
+            f"cell.to_float(ms.float32), or choose another name=")
 
 
 def _check_eps(eps, where: str) -> float:
