@@ -128,7 +128,8 @@ def drop_compiled_graphs() -> None:
         except Exception:  # pragma: no cover - depends on the jit pipeline in use
             pass
         api.ms_compile_cache.clear()
-    for cache in api.cells_compile_cache.values():
+    # A copy: on 2.7.2 freeing a graph can drop a cell's entry while we iterate (measured).
+    for cache in list(api.cells_compile_cache.values()):
         if cache:
             executor.del_net_res(None, cache)
             cache.clear()
