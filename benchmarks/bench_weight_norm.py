@@ -71,6 +71,15 @@ SHAPES = [
 ]
 
 
+# MindSpore's CPU runtime runs the first steps of a newly compiled graph of many kernels in a
+# slow phase: measured on 2026-12-04 (MindSpore 2.10, 2 cores, idle machine), a step of 4
+# weight-normed (256, 256, 1, 3) weights took 4-5 ms on calls 1-4 and 15 on, but 130-136 ms on
+# calls 5-14; MindSpore's autodiff of the plain composition shows the same stretch (21-72 ms
+# against 7-8 ms later), graphs of a few kernels do not. The stretch is MindSpore's, not
+# weight norm's, and is paid once per graph, so every contender is warmed past it.
+WARMUP_CALLS = 20
+
+
 def interleaved(fns: Dict[str, Callable[[], None]], rounds: int, calls: int,
                 prepare: Dict[str, Callable[[], None]] = None) -> Dict[str, float]:
     """Median seconds per call of each function, timed round-robin.
@@ -84,8 +93,8 @@ def interleaved(fns: Dict[str, Callable[[], None]], rounds: int, calls: int,
     prepare = prepare or {}
     for name, fn in fns.items():  # warm-up: compile, allocate, fill caches
         prepare.get(name, lambda: None)()
-        fn()
-        fn()
+        for _ in range(WARMUP_CALLS):
+            fn()
     samples: Dict[str, List[float]] = {name: [] for name in fns}
     order = list(fns)
     shuffler = random.Random(0)
