@@ -275,25 +275,31 @@ def _compute_type(dtype):
     return ms.float64 if dtype == ms.float64 else ms.float32
 
 
-# x times the per-slice scale (compute type, reduced view shape), in x's dtype. The casts are
-# no-ops except for half-precision weights (whose scale is computed in float32) and for types
-# the backend has no Mul kernel for (elementwise_type, see _compat).
+# The per-slice scale (compute type, reduced view shape) laid out for an elementwise product
+# with a weight-shaped tensor: `scale_fn(scale, multiples, shape, keep)`. The forward saves the
+# laid-out scale for the backward, which then multiplies by it directly.
 
-def _scale_broadcast(x: Tensor, scale: Tensor, multiples, keep) -> Tensor:
-    work = elementwise_type(x.dtype)
-    return (x.astype(work) * scale.reshape(keep).astype(work)).astype(x.dtype)
+def _scale_broadcast(scale: Tensor, multiples, shape, keep) -> Tensor:
+    return scale.reshape(keep)
 
 
 # The primitive, not ops.tile: functional wrappers branch inside (see the note above).
 _tile = ops.Tile()
 
 
-def _scale_tiled(x: Tensor, scale: Tensor, multiples, keep) -> Tensor:
+def _scale_tiled(scale: Tensor, multiples, shape, keep) -> Tensor:
     # The CPU backend's broadcasting Mul takes 3x as long as a Mul of equal shapes, while
     # tiling the scale over the 2-D (or 3-D) view is a fast copy (a Tile to 4-D is not).
-    # Tiled before the cast: the CPU Tile has no bfloat16 kernel.
+    # Tiled in the compute type: the CPU Tile has no bfloat16 kernel.
+    return _tile(scale, multiples).reshape(shape)
+
+
+def _times(x: Tensor, factor: Tensor) -> Tensor:
+    """``x * factor`` in x's dtype. The casts are no-ops except for half-precision weights
+    (whose scale is in float32) and for types the backend has no Mul kernel for
+    (elementwise_type, see _compat)."""
     work = elementwise_type(x.dtype)
-    return (x.astype(work) * _tile(scale, multiples).reshape(x.shape).astype(work)).astype(x.dtype)
+    return (x.astype(work) * factor.astype(work)).astype(x.dtype)
 
 
 # Like _fused_applies, a constexpr that creates what the traced code then reads.
@@ -316,11 +322,13 @@ def _composed_key(axis, eps):
 
 
 class _ComposedBackward(nn.Cell):
-    """``(v, g, dw, rnorm, scale) -> (dv, dg)`` in MindSpore ops, from the forward's saved
-    ``rnorm = 1/||v||`` and ``scale = g/||v||`` (compute type, reduced view shape).
+    """``(v, g, dw, rnorm, factor) -> (dv, dg)`` in MindSpore ops, from the forward's saved
+    ``rnorm = 1/||v||`` (compute type, reduced view shape) and ``factor``, the scale
+    ``g/||v||`` laid out by ``scale_fn`` for a product with ``v``.
 
-    Per slice, with d = sum(dw*v): dg = d/||v|| and dv = scale*dw - (scale*dg/||v||)*v.
-    Its bprop is :func:`_backward_vjp`, which treats ``rnorm`` and ``scale`` as the
+    Per slice, with d = sum(dw*v): dg = d/||v|| and dv = (g/||v||) * (dw - (dg/||v||) * v),
+    the form with the fewest kernels: the saved factor is reused, and only dg/||v|| is laid
+    out anew. Its bprop is :func:`_backward_vjp`, which treats ``rnorm`` and ``factor`` as the
     functions of ``v`` and ``g`` they are (so they themselves get zero).
     """
 
@@ -330,24 +338,25 @@ class _ComposedBackward(nn.Cell):
         self.eps = eps
         self.scale_fn = scale_fn
 
-    def construct(self, v, g, dw, rnorm, scale):
+    def construct(self, v, g, dw, rnorm, factor):
         view, axes, _, multiples = _view_plan(v.shape, self.axis)
         ct = _compute_type(v.dtype)
         vf = v.astype(ct)
         dwf = dw.astype(ct)
         dg = (dwf.reshape(view) * vf.reshape(view)).sum(axes, keepdims=True) * rnorm
-        coef = dg * rnorm * scale
-        dv = self.scale_fn(dwf, scale, multiples, g.shape) - self.scale_fn(vf, coef, multiples, g.shape)
+        dv = (dwf - self.scale_fn(dg * rnorm, multiples, v.shape, g.shape) * vf) * factor
         return dv.astype(v.dtype), dg.reshape(g.shape).astype(g.dtype)
 
-    def bprop(self, v, g, dw, rnorm, scale, out, dout):
+    def bprop(self, v, g, dw, rnorm, factor, out, dout):
         grad_v, grad_g, grad_dw = _backward_vjp(v, g, dw, dout, self.axis, self.eps)
-        return grad_v, grad_g, grad_dw, ops.zeros_like(rnorm), ops.zeros_like(scale)
+        return grad_v, grad_g, grad_dw, ops.zeros_like(rnorm), ops.zeros_like(factor)
 
 
 class _ComposedForward(nn.Cell):
-    """``(v, g) -> (w, rnorm, scale)``. ``rnorm`` and ``scale`` are kept for the bprop and
-    used nowhere else, so their incoming gradients are zero and the bprop ignores them."""
+    """``(v, g) -> (w, rnorm, factor)``. ``rnorm`` and ``factor`` are kept for the bprop and
+    used nowhere else, so their incoming gradients are zero and the bprop ignores them. On
+    the CPU backend ``factor`` is weight-sized (the tiled scale, float32 for half types):
+    kept until the backward, it saves that pass recomputing it."""
 
     def __init__(self, axis: Optional[int], eps: float, scale_fn, backward: _ComposedBackward):
         super().__init__()
@@ -361,8 +370,8 @@ class _ComposedForward(nn.Cell):
         ct = _compute_type(v.dtype)
         v2 = v.astype(ct).reshape(view)
         rnorm = ops.rsqrt((v2 * v2).sum(axes, keepdims=True) + self.eps)
-        scale = g.astype(ct).reshape(red) * rnorm
-        return self.scale_fn(v, scale, multiples, g.shape), rnorm, scale
+        factor = self.scale_fn(g.astype(ct).reshape(red) * rnorm, multiples, v.shape, g.shape)
+        return _times(v, factor), rnorm, factor
 
     def bprop(self, v, g, out, dout):
         return self.backward(v, g, dout[0], out[1], out[2])
