@@ -245,9 +245,18 @@ def run_msrun(script: Path, args: Sequence[str], work: Path, timeout: float = RU
                 os.killpg(proc.pid, signal.SIGKILL)  # msrun and its scheduler
             proc.wait(timeout=10)
             survivors = _kill_tagged(tag, before)  # the workers, in their own sessions
+            # A killed process closes its sockets only after its memory is torn down, which
+            # for a MindSpore process on a loaded machine can outlast the moment it stops
+            # being visible as a tagged process (seen once on 2.9.0 under load): wait for
+            # the port, bounded, so that "free on return" holds.
+            port_deadline = time.monotonic() + 15
+            while listening_on(port) and time.monotonic() < port_deadline:
+                time.sleep(0.1)
     seconds = time.monotonic() - start
     if survivors:
         raise MsrunError(f"processes {survivors} of the msrun job survived SIGKILL")
+    if listening_on(port):
+        raise MsrunError(f"port {port} still listening 15 s after the msrun job was killed")
     if headline is None and failed_at is not None:
         headline = f"msrun reported a failed worker; job stopped after {seconds:.1f} s"
     elif headline is None and proc.returncode != 0:
