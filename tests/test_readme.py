@@ -124,6 +124,18 @@ def _check_bench_help(r: Result) -> None:
     assert "--quick" in r.out and "bench_weight_norm" in r.out
 
 
+def _check_kernel_launch(r: Result) -> None:
+    rows = re.findall(r"^\| \((\d+), (\d+)\) \| (\d+\.\d) \| (-?\d+\.\d) \|$", r.out, flags=re.M)
+    assert [(int(a), int(b)) for a, b, _, _ in rows] == [(256, 1), (256, 768)], r.out
+    assert all(float(whole) > 0 for _, _, whole, _ in rows), r.out
+
+
+def _check_added_cost_only(r: Result) -> None:
+    assert "### What weight norm adds over a network's weights" in r.out, r.out[-2000:]
+    assert "| 24 x (256, 256, 1, 3) | 0 |" in r.out
+    assert "### Kernels per" not in r.out and "### Training step" not in r.out  # skipped sections
+
+
 def _check_demo_help(r: Result) -> None:
     for option in ("--data", "--steps", "--seeds", "--out", "--no-progress"):
         assert option in r.out
@@ -181,6 +193,8 @@ PLANS: Dict[str, Plan] = {
     "bash run.sh test": Plan("cheap", " --collect-only", _check_test_suite_collects),
     "bash run.sh exec python examples/hifigan_port.py --help": Plan("full", "", _check_hifigan_help),
     "bash run.sh bench": Plan("cheap", " --help", _check_bench_help),
+    "bash run.sh bench --skip kernels,reparam,train,infer": Plan("cheap", " --quick", _check_added_cost_only),
+    "bash run.sh exec python benchmarks/bench_kernel_launch.py": Plan("full", "", _check_kernel_launch),
     "bash run.sh demo --out docs/demo": Plan("cheap", DEMO_QUICK + " --setups plain,wn", _check_docs_demo),
     "bash run.sh demo --help": Plan("full", "", _check_demo_help),
     MSRUN: Plan("full", "", _check_msrun),
@@ -200,10 +214,11 @@ def test_every_readme_command_has_a_plan():
 
 @pytest.fixture(scope="module")
 def repo_copy(tmp_path_factory) -> Path:
-    """This checkout without its venv, git data and outputs: the fresh clone the README assumes."""
+    """This checkout without its venvs (.venv and run.sh's .venv-mindspore-*, 3 GB each), git
+    data and outputs: the fresh clone the README assumes."""
     dest = tmp_path_factory.mktemp("readme") / "repo"
     shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "__pycache__", "*.egg-info", ".hypothesis", "ms_weightnorm_demo", "msrun_log",
+        ".git", ".venv*", "__pycache__", "*.egg-info", ".hypothesis", "ms_weightnorm_demo", "msrun_log",
         "dp_out", "hifigan_port_out", "rank_0", "kernel_meta", "*.ckpt", "*.mindir", "*.ir"))
     return dest
 
