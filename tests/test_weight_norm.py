@@ -95,6 +95,7 @@ def test_the_requests_example(mode):
     assert m.param_g.shape == (40, 1)
     assert m.param_v.shape == (40, 20)
     assert m.dim == 0 and isinstance(m.module, nn.Dense)
+    assert m.use_weight_norm is True  # the flag says so before removal as well as after
     inputs = ms.Tensor(np.random.randn(10, 20), ms.float32)
     outputs = m(inputs)
     assert outputs.shape == (10, 40)
