@@ -617,3 +617,33 @@ def test_loader_on_amplifying_files_costs_what_the_network_needs(tmp_path):
         # MindSpore alone takes ~480 MB; copies of the 2048 views would be 8 GiB, of the
         # stride-0 views 16 GiB, and the huge key 4 TiB.
         assert result["seconds"] < 30 and result["maxrss_mb"] < 900, (name, result)
+
+
+# --- exact bounds of the values the unpickler builds --------------------------------------
+
+def _load(tmp_path, value, proto):
+    return tp.read_torch_zip(torch_zip(str(tmp_path / f"v{proto}.pt"), pickle.dumps(value, protocol=proto), {}))
+
+
+@pytest.mark.parametrize("proto", [0, 1, 2, 4])
+def test_small_ints_bools_and_longs_load_with_their_types(proto, tmp_path):
+    # Protocol 0 writes True/False as the INT lines "01"/"00" and big ints as "L...L" lines.
+    value = {"t": True, "f": False, "i": -7, "z": 0, "one": 1, "big": 2 ** 70 + 3, "neg": -(2 ** 65)}
+    got = _load(tmp_path, value, proto)
+    assert got == value
+    assert got["t"] is True and got["f"] is False
+    assert type(got["one"]) is int and type(got["z"]) is int
+
+
+@pytest.mark.parametrize("key", [2 ** 61 - 1, -(2 ** 61) + 1, (1,) * 16, (2 ** 61 - 1, -(2 ** 61) + 1, -5, 0, "s", b"b", None)])
+def test_dict_keys_at_the_bounds_are_accepted(key, tmp_path):
+    for proto in (2, 4):
+        assert _load(tmp_path, {key: 1}, proto) == {key: 1}
+        assert _load(tmp_path, {key}, proto) == {key}
+
+
+@pytest.mark.parametrize("key", [2 ** 61, -(2 ** 61), (1,) * 17, (2 ** 61,), (-(2 ** 61),), ((1,),)])
+def test_dict_keys_past_the_bounds_are_refused(key, tmp_path):
+    for proto in (2, 4):
+        with pytest.raises(tp.CheckpointError, match="a dict key or set member is"):
+            _load(tmp_path, {key: 1}, proto)
