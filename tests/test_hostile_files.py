@@ -647,3 +647,35 @@ def test_dict_keys_past_the_bounds_are_refused(key, tmp_path):
     for proto in (2, 4):
         with pytest.raises(tp.CheckpointError, match="a dict key or set member is"):
             _load(tmp_path, {key: 1}, proto)
+
+
+@pytest.mark.parametrize("key,ok", [("a" * 1000, True), ("a" * tp.MAX_KEY_LENGTH, None),
+                                    ("a" * (tp.MAX_KEY_LENGTH + 1), False),
+                                    ("", False), ("x/../y", False), ("é", False), ("data_0-1.5", True)])
+def test_storage_keys_are_bounded_and_plain(key, ok, tmp_path):
+    records = {key: FLOATS.tobytes()} if ok else {"0": FLOATS.tobytes()}
+    path = torch_zip(str(tmp_path / "k.pt"), state([("a", tensor(key, 16, 0, (16,), (1,)))]), records)
+    if ok is None:
+        # The longest key passes the key check; no zip record can have so long a name (65535
+        # bytes at most, with "archive/data/"), so the load fails on the missing record.
+        with pytest.raises(tp.CheckpointError) as info:
+            tp.read_torch_zip(path)
+        assert "bad storage key" not in str(info.value)
+    elif ok:
+        assert tp.read_torch_zip(path)["a"].tolist() == FLOATS.tolist()
+    else:
+        with pytest.raises(tp.CheckpointError, match="bad storage key"):
+            tp.read_torch_zip(path)
+
+
+def test_storage_types_give_their_element_types(tmp_path):
+    # Each legacy storage class names its element type; the bytes are read as that type.
+    raw = np.arange(8, dtype=np.uint8).tobytes()
+    for storage, dtype in [("ByteStorage", np.uint8), ("CharStorage", np.int8), ("BoolStorage", np.bool_),
+                           ("ShortStorage", np.int16), ("HalfStorage", np.float16)]:
+        n = 8 // np.dtype(dtype).itemsize
+        path = torch_zip(str(tmp_path / f"{storage}.pt"),
+                         state([("a", tensor("0", n, 0, (n,), (1,), storage=storage))]), {"0": raw})
+        got = np.asarray(tp.read_torch_zip(path)["a"])
+        assert got.dtype == np.dtype(dtype), storage
+        np.testing.assert_array_equal(got, np.frombuffer(raw, dtype), err_msg=storage)
