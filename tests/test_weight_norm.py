@@ -357,6 +357,12 @@ def test_computed_weight_is_read_only():
 def test_warns_when_dim_keeps_a_size_one_axis():
     with pytest.warns(UserWarning, match="PyTorch's dim=2 on a Conv1d is dim=3 here"):
         wn.weight_norm(nn.Conv1d(2, 3, 3), dim=2)
+    # Only then: other axes, and a single-output layer's axis 0 of size 1, are used silently.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for dim in (0, 1, 3):
+            wn.weight_norm(nn.Conv1d(2, 3, 3), dim=dim)
+        wn.weight_norm(nn.Dense(4, 1), dim=0)
 
 
 def test_dim_none_and_minus_one_mean_the_whole_tensor():
