@@ -679,3 +679,19 @@ def test_storage_types_give_their_element_types(tmp_path):
         got = np.asarray(tp.read_torch_zip(path)["a"])
         assert got.dtype == np.dtype(dtype), storage
         np.testing.assert_array_equal(got, np.frombuffer(raw, dtype), err_msg=storage)
+
+
+@pytest.mark.parametrize("padding,refused_for_size", [(1024 - len("little"), False), (1025 - len("little"), True)])
+def test_byteorder_record_is_bounded(padding, refused_for_size, tmp_path):
+    # The documented bound, 1 KiB, written out: a test reading tp.MAX_SMALL_RECORD would follow a
+    # changed constant.
+    path = str(tmp_path / "order.pt")
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("archive/data.pkl", pickle.dumps(OrderedDict(a=1), protocol=2))
+        zf.writestr("archive/byteorder", "little" + " " * padding)  # whitespace is stripped
+        zf.writestr("archive/version", "3\n")
+    if refused_for_size:
+        with pytest.raises(tp.CheckpointError, match="record 'archive/byteorder' holds 1025 bytes \\(at most 1024"):
+            tp.read_torch_zip(path)
+    else:
+        assert tp.read_torch_zip(path) == OrderedDict(a=1)
