@@ -355,8 +355,8 @@ class _ComposedBackward(nn.Cell):
 class _ComposedForward(nn.Cell):
     """``(v, g) -> (w, rnorm, factor)``. ``rnorm`` and ``factor`` are kept for the bprop and
     used nowhere else, so their incoming gradients are zero and the bprop ignores them. On
-    the CPU backend ``factor`` is weight-sized (the tiled scale, float32 for half types):
-    kept until the backward, it saves that pass recomputing it."""
+    the CPU backend ``factor`` is weight-sized (the tiled scale, float32 for half types) and
+    stays alive until the backward, which multiplies by it directly."""
 
     def __init__(self, axis: Optional[int], eps: float, scale_fn, backward: _ComposedBackward):
         super().__init__()
