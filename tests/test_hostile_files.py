@@ -695,3 +695,19 @@ def test_byteorder_record_is_bounded(padding, refused_for_size, tmp_path):
             tp.read_torch_zip(path)
     else:
         assert tp.read_torch_zip(path) == OrderedDict(a=1)
+
+
+def test_bytearray_rebuilds_only_stored_bytes():
+    assert tp._make_bytearray(b"\x00\xff") == bytearray(b"\x00\xff")
+    assert tp._make_bytearray("\xe9z", "latin1") == tp._make_bytearray("\xe9z", "latin-1") == bytearray(b"\xe9z")
+    for data, encoding in [("\xe9", "utf-8"), (b"ab", "latin1"), (5, None), ("ab", None)]:
+        with pytest.raises(tp.UnsafeCheckpointError, match="does not rebuild stored bytes"):
+            tp._make_bytearray(data, encoding)
+
+
+def test_torch_device_arguments():
+    assert tp._torch_device("cpu") == "cpu" and tp._torch_device("cuda", 1) == "cuda:1"
+    for kind, index in [("cuda", "1"), ("cuda", 1.0), ("x" * 65, None), (3, None)]:
+        with pytest.raises(tp.CheckpointError, match="is not a device"):
+            tp._torch_device(kind, index)
+    assert tp._torch_device("x" * 64) == "x" * 64
