@@ -231,7 +231,7 @@ def _composed_weight_norm(v: Tensor, g: Tensor, axis: Optional[int], eps: float)
 # the norm goes through SqrtGrad, a Tile and a second broadcast multiply, and the 4-d
 # broadcast of the scale is reduced over two axes at once, the slow kind of reduction here.
 # The cells below give the same function a custom bprop with the closed-form gradient
-# (the fused backward kernel's math), save 1/||v|| and g/||v|| from the forward pass, and
+# (the fused backward kernel's math), save ||v|| and g/||v|| from the forward pass, and
 # work on one 2-D (or 3-D, for a middle axis) view of v so that every reduction is a single
 # reduce whose result broadcasts back without a reshape. Only standard MindSpore ops: it
 # runs unchanged on GPU and Ascend.
@@ -322,13 +322,13 @@ def _composed_key(axis, eps):
 
 
 class _ComposedBackward(nn.Cell):
-    """``(v, g, dw, rnorm, factor) -> (dv, dg)`` in MindSpore ops, from the forward's saved
-    ``rnorm = 1/||v||`` (compute type, reduced view shape) and ``factor``, the scale
+    """``(v, g, dw, norm, factor) -> (dv, dg)`` in MindSpore ops, from the forward's saved
+    ``norm = ||v||`` (compute type, reduced view shape) and ``factor``, the scale
     ``g/||v||`` laid out by ``scale_fn`` for a product with ``v``.
 
     Per slice, with d = sum(dw*v): dg = d/||v|| and dv = (g/||v||) * (dw - (dg/||v||) * v),
     the form with the fewest kernels: the saved factor is reused, and only dg/||v|| is laid
-    out anew. Its bprop is :func:`_backward_vjp`, which treats ``rnorm`` and ``factor`` as the
+    out anew. Its bprop is :func:`_backward_vjp`, which treats ``norm`` and ``factor`` as the
     functions of ``v`` and ``g`` they are (so they themselves get zero).
     """
 
@@ -338,22 +338,22 @@ class _ComposedBackward(nn.Cell):
         self.eps = eps
         self.scale_fn = scale_fn
 
-    def construct(self, v, g, dw, rnorm, factor):
+    def construct(self, v, g, dw, norm, factor):
         view, axes, _, multiples = _view_plan(v.shape, self.axis)
         ct = _compute_type(v.dtype)
         vf = v.astype(ct)
         dwf = dw.astype(ct)
-        dg = (dwf.reshape(view) * vf.reshape(view)).sum(axes, keepdims=True) * rnorm
-        dv = (dwf - self.scale_fn(dg * rnorm, multiples, v.shape, g.shape) * vf) * factor
+        dg = (dwf.reshape(view) * vf.reshape(view)).sum(axes, keepdims=True) / norm
+        dv = (dwf - self.scale_fn(dg / norm, multiples, v.shape, g.shape) * vf) * factor
         return dv.astype(v.dtype), dg.reshape(g.shape).astype(g.dtype)
 
-    def bprop(self, v, g, dw, rnorm, factor, out, dout):
+    def bprop(self, v, g, dw, norm, factor, out, dout):
         grad_v, grad_g, grad_dw = _backward_vjp(v, g, dw, dout, self.axis, self.eps)
-        return grad_v, grad_g, grad_dw, ops.zeros_like(rnorm), ops.zeros_like(factor)
+        return grad_v, grad_g, grad_dw, ops.zeros_like(norm), ops.zeros_like(factor)
 
 
 class _ComposedForward(nn.Cell):
-    """``(v, g) -> (w, rnorm, factor)``. ``rnorm`` and ``factor`` are kept for the bprop and
+    """``(v, g) -> (w, norm, factor)``. ``norm`` and ``factor`` are kept for the bprop and
     used nowhere else, so their incoming gradients are zero and the bprop ignores them. On
     the CPU backend ``factor`` is weight-sized (the tiled scale, float32 for half types) and
     stays alive until the backward, which multiplies by it directly."""
@@ -369,9 +369,11 @@ class _ComposedForward(nn.Cell):
         view, axes, red, multiples = _view_plan(v.shape, self.axis)
         ct = _compute_type(v.dtype)
         v2 = v.astype(ct).reshape(view)
-        rnorm = ops.rsqrt((v2 * v2).sum(axes, keepdims=True) + self.eps)
-        factor = self.scale_fn(g.astype(ct).reshape(red) * rnorm, multiples, v.shape, g.shape)
-        return _times(v, factor), rnorm, factor
+        # sqrt then divide, not rsqrt then multiply: both are correctly rounded IEEE operations,
+        # the fused kernel's own, so the two paths differ only by the order of the sum of squares.
+        norm = ops.sqrt((v2 * v2).sum(axes, keepdims=True) + self.eps)
+        factor = self.scale_fn(g.astype(ct).reshape(red) / norm, multiples, v.shape, g.shape)
+        return _times(v, factor), norm, factor
 
     def bprop(self, v, g, out, dout):
         return self.backward(v, g, dout[0], out[1], out[2])
