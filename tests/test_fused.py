@@ -4,6 +4,10 @@ Timing is not tested here (see benchmarks/). Second-order references are central
 differences, in float64 numpy, of the closed-form first-order gradients, so they do not
 depend on either implementation.
 """
+import json
+import os
+import subprocess
+import sys
 import warnings
 
 import mindspore as ms
@@ -352,6 +356,34 @@ def test_unavailable_kernels_fall_back_or_raise(monkeypatch, backend, rng):
         np.testing.assert_allclose(F.weight_norm(v, g, 0).asnumpy(), w.asnumpy())
 
 
+_NO_COMPILER_SCRIPT = """
+import json, warnings
+import numpy as np, mindspore as ms
+from ms_weightnorm import functional as F
+v = np.array([[3.0, 4.0], [0.0, 2.0]], np.float32)
+g = np.array([[10.0], [1.0]], np.float32)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    outs = [F.weight_norm(ms.Tensor(v), ms.Tensor(g), 0).asnumpy().tolist() for _ in range(3)]
+print(json.dumps([F.fused_available(), [str(w.message) for w in caught if w.category is RuntimeWarning],
+                  outs[0], outs[1:] == outs[:2]]))
+"""
+
+
+def test_a_fresh_process_without_a_compiler_warns_once_and_computes(tmp_path):
+    """The real fallback, not a patched one: no C++ compiler on PATH, an empty kernel cache,
+    the default backend. One warning that names the reason, then the composed path's values."""
+    env = {k: val for k, val in os.environ.items() if k not in ("CXX", "MS_WEIGHTNORM_BACKEND")}
+    env.update(PATH=str(tmp_path), MS_WEIGHTNORM_CACHE_DIR=str(tmp_path / "cache"))
+    proc = subprocess.run([sys.executable, "-c", _NO_COMPILER_SCRIPT], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    available, messages, w, repeatable = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert available is False and repeatable is True
+    assert len(messages) == 1 and "composed" in messages[0] and "compiler" in messages[0], messages
+    assert w == [[6.0, 8.0], [0.0, 1.0]]
+
+
 def test_build_reports_missing_compiler(monkeypatch):
     monkeypatch.setattr(_fused, "_compiler", lambda: None)
     path, reason = _fused._locate_or_build()
@@ -436,6 +468,37 @@ def test_fused_and_composed_forwards_agree_to_the_ulp(mode, backend, rng, shape,
         bound = 2 * spacing + w * (n * u + 4 * u)
         diff = np.abs(out["fused"].astype(np.float64) - out["composed"].astype(np.float64))
         assert (diff <= bound).all(), f"{dtype}: worst excess {(diff / bound).max():.2f} x the bound"
+
+
+def _exact_sum_inputs(rng, shape, dim, dtype):
+    """v of small integers whose squares, and their sum + 0.25, are exact in every type and in
+    every summation order: the sum stays below 2^21, where float32 still has a quarter's
+    resolution. Such a norm is the same on both paths, so everything after it (the root, the
+    division, the rounding of the scale to the weight's type, the product) must agree bit for
+    bit."""
+    axis = F.canonical_dim(dim, len(shape))
+    n = int(np.prod(shape)) if axis is None else int(np.prod(shape)) // shape[axis]
+    top = min(15, int(np.sqrt(2.0 ** 21 / n)))
+    v = ms.Tensor(rng.integers(-top, top + 1, shape).astype(np.float32)).astype(getattr(ms, dtype))
+    g = ms.Tensor((rng.random(F.g_shape(shape, dim)) + 0.5).astype(np.float32)).astype(getattr(ms, dtype))
+    return v, g
+
+
+@pytest.mark.parametrize("shape,dim", ULP_CASES)
+@pytest.mark.parametrize("dtype", sorted(NP_TYPES))
+def test_fused_and_composed_forwards_agree_bit_for_bit(mode, backend, rng, shape, dim, dtype):
+    """Both paths compute sqrt(sum v*v + eps) and g / norm with correctly rounded operations,
+    round the scale to v's type once and multiply once; only the order of the sum of squares
+    may differ. With a sum that is exact in any order, the weights are the same bits in every
+    type (a truncating round, an rsqrt, a misplaced eps or a second rounding shows here as
+    an ulp or more)."""
+    v, g = _exact_sum_inputs(rng, shape, dim, dtype)
+    out = _forward_both(backend, mode, v, g, dim, 0.25)
+    ulps = ulp_distance(out["fused"], out["composed"], NP_TYPES[dtype])
+    if dtype == "bfloat16" and not MS_BF16_RNE:
+        assert ulps.max() <= 1  # the composed side truncates (see MS_BF16_RNE)
+        return
+    assert ulps.max() == 0, f"{dtype}: {int((ulps > 0).sum())} elements differ, by up to {ulps.max()} ulp"
 
 
 def _bf16_reference(v32, g32, dim, eps):
