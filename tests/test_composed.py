@@ -172,3 +172,25 @@ def test_broadcast_g_keeps_autodiff_path(mode, composed, rng):
     np.testing.assert_allclose(dg, [(gw * v / n).sum()], rtol=1e-12)
     d = (gw * v).sum(1, keepdims=True)
     np.testing.assert_allclose(dv, 1.5 / n * gw - 1.5 * d / n**3 * v, rtol=1e-12, atol=1e-13)
+
+
+def test_view_plans_reduce_one_block_of_contiguous_axes():
+    """The views the cells reduce: 2-D for the first and last axis, 3-D for a middle one, with
+    the reduced shape (where g goes) and the tiling multiples back to the view."""
+    assert F._view_plan((4, 3, 5), 0) == ((4, 15), (1,), (4, 1), (1, 15))
+    assert F._view_plan((4, 3, 5), 2) == ((12, 5), (0,), (1, 5), (12, 1))
+    assert F._view_plan((4, 3, 5), 1) == ((4, 3, 5), (0, 2), (1, 3, 1), (4, 1, 5))
+    assert F._view_plan((4, 3, 5), None) == ((60,), (0,), (1,), (60,))
+    assert F._view_plan((7,), 0) == ((7, 1), (1,), (7, 1), (1, 1))
+
+
+def test_the_cpu_tiles_the_scale_and_other_devices_broadcast_it(monkeypatch):
+    # The CPU backend's broadcasting Mul is about 3x slower than a Tile plus an equal-shape Mul
+    # (see _scale_tiled); elsewhere, and for a scalar scale, the broadcast is the fast form.
+    monkeypatch.setattr(F, "_COMPOSED_CELLS", {})
+    assert F._composed_cells(0, 0.0)[0].scale_fn is F._scale_tiled
+    assert F._composed_cells(None, 0.0)[0].scale_fn is F._scale_broadcast
+    monkeypatch.setattr(F, "_device_target", lambda: "GPU")
+    assert F._composed_cells(0, 0.0)[0].scale_fn is F._scale_broadcast
+    forward, backward = F._composed_cells(1, 0.25)
+    assert forward.backward is backward and backward.scale_fn is F._scale_broadcast

@@ -711,3 +711,30 @@ def test_torch_device_arguments():
         with pytest.raises(tp.CheckpointError, match="is not a device"):
             tp._torch_device(kind, index)
     assert tp._torch_device("x" * 64) == "x" * 64
+
+
+def _v3_tensor(key, storage, numel, size, dtype):
+    """``_rebuild_tensor_v3(<storage>, 0, size, (1,), False, OrderedDict(), torch.<dtype>)``: a
+    tensor whose dtype is given apart from its storage's element type."""
+    def write(p):
+        p.glob("torch._utils", "_rebuild_tensor_v3").raw(b"(")
+        p.raw(b"(").str("storage").glob("torch", storage).str(key).str("cpu").int(numel).raw(b"t")
+        p.raw(b"Q").int(0).ints(size).ints((1,)).raw(b"\x89").glob("collections", "OrderedDict").raw(b")R")
+        p.glob("torch", dtype).raw(b"tR")
+    return write
+
+
+@pytest.mark.parametrize("halves,ok", [(4, True), (6, True), (3, False), (5, False)])
+def test_a_retyped_storage_must_hold_whole_elements(halves, ok, tmp_path):
+    # A HalfStorage of `halves` elements read as float32: 2 bytes each, so an even count is a
+    # whole number of float32 elements and an odd one is not, whatever the view's size.
+    raw = np.arange(halves, dtype=np.float16).tobytes()
+    path = torch_zip(str(tmp_path / "v3.pt"), state([("a", _v3_tensor("0", "HalfStorage", halves, (1,), "float32"))]),
+                     {"0": raw})
+    if ok:
+        got = np.asarray(tp.read_torch_zip(path)["a"])
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, np.frombuffer(raw[:4], np.float32))
+    else:
+        with pytest.raises(tp.CheckpointError, match=r"storage '0' is not a whole number of <f4 elements"):
+            tp.read_torch_zip(path)

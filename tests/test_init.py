@@ -45,7 +45,32 @@ def conv1d_transpose_stack():
     return cells, (6, 3, 10), 1
 
 
-STACKS = {"dense": dense_stack, "conv2d": conv2d_stack, "conv1d_transpose": conv1d_transpose_stack}
+class ChannelsLastConv2d(nn.Conv2d):
+    """A Conv2d on NHWC tensors that runs on the CPU backend, whose own Conv2d refuses
+    data_format="NHWC" (GPU only): it says NHWC, as a GPU Conv2d would, and transposes around
+    the NCHW convolution. Data init must then take the features from the last axis."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.data_format = "NHWC"
+
+    def construct(self, x):
+        # Not super(): weight norm swaps in a subclass, and GRAPH_MODE resolves a bare super()
+        # from the runtime class, which recurses into this method.
+        return nn.Conv2d.construct(self, x.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)
+
+
+def conv2d_nhwc_stack():
+    cells = [ChannelsLastConv2d(3, 8, 3, has_bias=True), nn.ReLU(),
+             ChannelsLastConv2d(8, 6, 3, stride=2, pad_mode="valid", has_bias=True)]
+    for c in cells:
+        if isinstance(c, nn.Conv2d):
+            weight_norm(c)
+    return cells, (6, 9, 9, 3), -1
+
+
+STACKS = {"dense": dense_stack, "conv2d": conv2d_stack, "conv2d_nhwc": conv2d_nhwc_stack,
+          "conv1d_transpose": conv1d_transpose_stack}
 
 
 def _stats(a, axis):

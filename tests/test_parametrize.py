@@ -147,3 +147,22 @@ def test_holders_are_found_with_and_without_the_scan():
     assert found[id(c.weight_ih_l0)] == [(c, "weight_ih_l0")]
     scanned = P._scan_holders({id(a.weight), id(a.bias)})
     assert len(scanned[id(a.weight)]) == 2 and len(scanned[id(a.bias)]) == 1
+
+
+def test_removal_folds_only_cells_that_share_every_new_parameter(mode):
+    """Two separately parametrized cells that share only their first new Parameter (a partial
+    tie made after registration) are two parametrizations: removing one must leave the other
+    computing its own weight, not fold it onto the first one's value."""
+    net = nn.SequentialCell([nn.Dense(3, 3), nn.Dense(3, 3)])
+    for cell in net:
+        P.register_parametrization(cell, "weight", Scaled())
+    net[1].weight_s = net[0].weight_s
+    net[1].weight_u.set_data(net[1].weight_u * 3)
+    x = Tensor(np.random.default_rng(1).standard_normal((4, 3)).astype(np.float32))
+    second = net[1](x).asnumpy()
+    first_weight = net[0].weight.asnumpy()
+    P.remove_parametrization(net[0], "weight")
+    np.testing.assert_allclose(net[0].weight.asnumpy(), first_weight, rtol=1e-6)
+    assert P.is_parametrized(net[1], "weight") and net[1].weight_s is not None
+    np.testing.assert_allclose(net[1](x).asnumpy(), second, rtol=1e-6)
+    assert not np.allclose(net[1].weight.asnumpy(), first_weight)
