@@ -44,13 +44,14 @@ def test_register_and_remove_a_custom_parametrization(mode):
     np.testing.assert_allclose(layer(x).asnumpy(), before, rtol=1e-6)
 
 
-def test_generated_classes_are_cached_and_keep_the_layer_name():
+def test_generated_classes_are_cached_and_named_after_the_layer():
     a = weight_norm(nn.Dense(3, 2))
     b = weight_norm(nn.Dense(4, 5))
     c = weight_norm(nn.Dense(4, 5), dim=1)
     assert type(a) is type(b) and type(a) is not type(c)
-    assert type(a).__name__ == "Dense" and isinstance(a, nn.Dense)
-    assert "Dense" in repr(a)
+    # Not "Dense" itself: see test_a_subclass_calling_super_by_name_compiles_after_registration.
+    assert type(a).__name__ == "ParametrizedDense" and isinstance(a, nn.Dense)
+    assert P.class_name(a) == "Dense" and repr(a).startswith("ParametrizedDense(")  # as PyTorch prints it
 
 
 def test_two_parametrizations_on_one_cell_and_removal_in_any_order():
@@ -60,7 +61,7 @@ def test_two_parametrizations_on_one_cell_and_removal_in_any_order():
     assert P.parametrizations(layer).keys() == {"weight", "bias"}
     P.remove_parametrization(layer, "weight")
     assert P.parametrizations(layer).keys() == {"bias"}
-    assert type(layer).__name__ == "Dense" and type(layer) is not nn.Dense
+    assert type(layer).__name__ == "ParametrizedDense" and P.original_class(layer) is nn.Dense
     P.remove_parametrization(layer, "bias")
     assert type(layer) is nn.Dense
     assert param_names(layer) == ["weight", "bias"]
@@ -166,3 +167,27 @@ def test_removal_folds_only_cells_that_share_every_new_parameter(mode):
     assert P.is_parametrized(net[1], "weight") and net[1].weight_s is not None
     np.testing.assert_allclose(net[1](x).asnumpy(), second, rtol=1e-6)
     assert not np.allclose(net[1].weight.asnumpy(), first_weight)
+
+
+class DoubledConv(nn.Conv2d):
+    """A layer subclass whose construct calls its parent's by name, as ported models do."""
+
+    def construct(self, x):
+        return super(DoubledConv, self).construct(x) * 2
+
+
+def test_a_subclass_calling_super_by_name_compiles_after_registration(mode):
+    """GRAPH_MODE looks super(DoubledConv, self) up by class name in type(self).mro(): the
+    generated class must not be called DoubledConv too, or construct calls itself (MindSpore's
+    call depth limit). Messages still name the layer's own class."""
+    layer = DoubledConv(3, 4, 3)
+    x = Tensor(np.random.default_rng(2).standard_normal((1, 3, 5, 5)).astype(np.float32))
+    before = layer(x).asnumpy()
+    P.register_parametrization(layer, "weight", Scaled())
+    assert type(layer).__name__ != "DoubledConv" and P.class_name(layer) == "DoubledConv"
+    np.testing.assert_allclose(layer(x).asnumpy(), before, rtol=1e-5, atol=1e-6)
+    with pytest.raises(AttributeError, match=r"DoubledConv.*'weight'"):
+        layer.weight = layer.weight_u
+    P.remove_parametrization(layer, "weight")
+    assert type(layer) is DoubledConv
+    np.testing.assert_allclose(layer(x).asnumpy(), before, rtol=1e-5, atol=1e-6)

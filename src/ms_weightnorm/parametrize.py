@@ -209,7 +209,7 @@ def _read_only(entry: _Entry, attr: Optional[str] = None) -> Callable[[Any, Any]
         origin = (attr,) + origin[1:]
 
     def fail(self, value):
-        raise AttributeError(_read_only_message(type(self).__name__, *origin))
+        raise AttributeError(_read_only_message(class_name(self), *origin))
     return fail
 
 
@@ -264,7 +264,7 @@ class _ComputedProperty(property):
         value = self.fget(obj)
         if type(value) is Tensor:
             value.__class__ = ComputedTensor
-            value._reparam_origin = (type(obj).__name__,) + self.origin
+            value._reparam_origin = (class_name(obj),) + self.origin
         return value
 
 
@@ -295,9 +295,14 @@ def _parametrized_class(base: type, entries: Tuple[_Entry, ...]) -> type:
             namespace[attr] = property(_make_tuple_getter(slots, getters), _read_only(entry, attr))
             computed.add(attr)
     namespace["_reparam_computed"] = frozenset(computed)
-    # Keep the layer's own class name, so reprs, logs and error messages stay familiar.
-    cls = type(base.__name__, (base,), namespace)
-    cls.__qualname__ = base.__qualname__
+    # A name of its own, not the layer's: GRAPH_MODE resolves super(Base, self) by looking the
+    # name "Base" up in type(self).mro() (mindspore's parser, analyze_super), so a generated
+    # class named like its base would be found first, and a construct calling
+    # super(Base, self).construct would call itself until the depth limit. Messages name the
+    # layer by original_class (class_name below); the cell's repr uses MindSpore's cls_name,
+    # set when the cell was built.
+    cls = type(f"Parametrized{base.__name__}", (base,), namespace)
+    cls.__qualname__ = f"Parametrized{base.__qualname__}"
     _CLASS_CACHE[key] = cls
     return cls
 
@@ -350,6 +355,11 @@ def original_class(cell: nn.Cell) -> type:
     return getattr(type(cell), "_reparam_base", type(cell))
 
 
+def class_name(cell: nn.Cell) -> str:
+    """The name of the cell's class before any parametrization: what messages call the layer."""
+    return original_class(cell).__name__
+
+
 def _entries(cell: nn.Cell) -> Tuple[_Entry, ...]:
     return getattr(type(cell), "_reparam_entries", ())
 
@@ -366,7 +376,7 @@ def is_parametrized(cell: nn.Cell, name: Optional[str] = None) -> bool:
 
 
 def _cell_label(cell: nn.Cell) -> str:
-    return f"{type(cell).__name__} cell"
+    return f"{class_name(cell)} cell"
 
 
 def _find_aliases(cell: nn.Cell, param: Parameter) -> Tuple[Tuple[str, Tuple[str, ...]], ...]:
@@ -492,14 +502,14 @@ def _is_training_holder(cell: nn.Cell, key: str) -> bool:
 def _describe(cell: nn.Cell, key: str, paths: Optional[Dict[int, str]] = None) -> str:
     path = (paths or {}).get(id(cell))
     if path is not None:
-        return f"cell '{path or '<the network itself>'}' ({type(cell).__name__}, as '{key}')"
-    cls = type(cell).__name__
+        return f"cell '{path or '<the network itself>'}' ({class_name(cell)}, as '{key}')"
+    cls = class_name(cell)
     return f"{'an' if cls[:1] in 'AEIOU' else 'a'} {cls} cell (as '{key}')"
 
 
 def _training_holder_error(cell: nn.Cell, name: str, weight_name: str,
                            trainers: Sequence[Tuple[nn.Cell, str]]) -> ValueError:
-    who = ", ".join(sorted({type(c).__name__ for c, _ in trainers}))
+    who = ", ".join(sorted({class_name(c) for c, _ in trainers}))
     return ValueError(
         f"{_cell_label(cell)}: its Parameter '{name}' (named '{weight_name}') is also held by {who}, an "
         f"optimizer or training cell built before the parametrization. It would keep updating the "
@@ -713,7 +723,7 @@ def register_parametrizations(net: nn.Cell, selected: Sequence[Tuple[str, nn.Cel
                 why = (f"{len(outside)} of them outside the {type(net).__name__} given. To keep the tie, apply "
                        f"it to a cell that contains all of them (e.g. the whole model)")
             else:
-                names = ", ".join(sorted({type(c).__name__ for c, _ in refused}))
+                names = ", ".join(sorted({class_name(c) for c, _ in refused}))
                 why = (f"{names} not selected by cell_types. To keep the tie, add {names} to cell_types "
                        f"(the cells then share one set of new Parameters)")
             raise ValueError(
