@@ -55,9 +55,9 @@ class ChannelsLastConv2d(nn.Conv2d):
         self.data_format = "NHWC"
 
     def construct(self, x):
-        # Not super(): weight norm swaps in a subclass, and GRAPH_MODE resolves a bare super()
-        # from the runtime class, which recurses into this method.
-        return nn.Conv2d.construct(self, x.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)
+        # super() by name: GRAPH_MODE resolves a bare super() from the runtime class, which is
+        # weight norm's subclass (see README, Known limitations).
+        return super(ChannelsLastConv2d, self).construct(x.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)
 
 
 def conv2d_nhwc_stack():
