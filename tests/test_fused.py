@@ -426,6 +426,12 @@ ULP_CASES = [((6, 5), 0), ((4, 3, 2, 5), 1), ((37, 7), 1), ((4, 3, 2, 5), None),
 NP_TYPES = {"float16": np.float16, "bfloat16": "bfloat16", "float32": np.float32, "float64": np.float64}
 
 
+def _slice_length(shape, dim):
+    """How many elements each norm sums: all of them for dim=None, else all but dim's axis."""
+    axis = F.canonical_dim(dim, len(shape))
+    return int(np.prod(shape)) if axis is None else int(np.prod(shape)) // shape[axis]
+
+
 def _forward_both(backend, mode, v, g, dim, eps):
     out = {}
     for name in ("fused", "composed"):
@@ -461,7 +467,7 @@ def test_fused_and_composed_forwards_agree_to_the_ulp(mode, backend, rng, shape,
             return  # the composed side truncates (see MS_BF16_RNE): 1 ulp is all that holds
         assert (ulps > 0).mean() <= 0.01, f"{dtype}: {100 * (ulps > 0).mean():.2f}% of elements differ"
     else:
-        n = int(np.prod(shape)) if dim is None else int(np.prod(shape)) // shape[F.canonical_dim(dim, len(shape))]
+        n = _slice_length(shape, dim)
         u = np.finfo(NP_TYPES[dtype]).eps / 2
         w = np.abs(out["composed"]).astype(np.float64)
         spacing = np.spacing(np.abs(out["composed"])).astype(np.float64)
@@ -476,9 +482,7 @@ def _exact_sum_inputs(rng, shape, dim, dtype):
     resolution. Such a norm is the same on both paths, so everything after it (the root, the
     division, the rounding of the scale to the weight's type, the product) must agree bit for
     bit."""
-    axis = F.canonical_dim(dim, len(shape))
-    n = int(np.prod(shape)) if axis is None else int(np.prod(shape)) // shape[axis]
-    top = min(15, int(np.sqrt(2.0 ** 21 / n)))
+    top = min(15, int(np.sqrt(2.0 ** 21 / _slice_length(shape, dim))))
     v = ms.Tensor(rng.integers(-top, top + 1, shape).astype(np.float32)).astype(getattr(ms, dtype))
     g = ms.Tensor((rng.random(F.g_shape(shape, dim)) + 0.5).astype(np.float32)).astype(getattr(ms, dtype))
     return v, g

@@ -28,13 +28,16 @@ def dense_stack():
     return cells, (64, 6), -1
 
 
-def conv2d_stack():
-    cells = [nn.Conv2d(3, 8, 3, has_bias=True), nn.ReLU(),
-             nn.Conv2d(8, 6, 3, stride=2, pad_mode="valid", has_bias=True)]
+def _conv2d_cells(conv):
+    cells = [conv(3, 8, 3, has_bias=True), nn.ReLU(), conv(8, 6, 3, stride=2, pad_mode="valid", has_bias=True)]
     for c in cells:
         if isinstance(c, nn.Conv2d):
             weight_norm(c)
-    return cells, (6, 3, 9, 9), 1
+    return cells
+
+
+def conv2d_stack():
+    return _conv2d_cells(nn.Conv2d), (6, 3, 9, 9), 1
 
 
 def conv1d_transpose_stack():
@@ -61,12 +64,7 @@ class ChannelsLastConv2d(nn.Conv2d):
 
 
 def conv2d_nhwc_stack():
-    cells = [ChannelsLastConv2d(3, 8, 3, has_bias=True), nn.ReLU(),
-             ChannelsLastConv2d(8, 6, 3, stride=2, pad_mode="valid", has_bias=True)]
-    for c in cells:
-        if isinstance(c, nn.Conv2d):
-            weight_norm(c)
-    return cells, (6, 9, 9, 3), -1
+    return _conv2d_cells(ChannelsLastConv2d), (6, 9, 9, 3), -1
 
 
 STACKS = {"dense": dense_stack, "conv2d": conv2d_stack, "conv2d_nhwc": conv2d_nhwc_stack,

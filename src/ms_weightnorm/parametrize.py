@@ -375,7 +375,8 @@ def is_parametrized(cell: nn.Cell, name: Optional[str] = None) -> bool:
     return bool(entries) if name is None else any(e.name == name for e in entries)
 
 
-def _cell_label(cell: nn.Cell) -> str:
+def cell_label(cell: nn.Cell) -> str:
+    """How messages name a cell: ``"Dense cell"``, by its class before any parametrization."""
     return f"{class_name(cell)} cell"
 
 
@@ -392,7 +393,7 @@ def _find_aliases(cell: nn.Cell, param: Parameter) -> Tuple[Tuple[str, Tuple[str
         for x in value:
             if id(x) not in by_id:
                 raise TypeError(
-                    f"{_cell_label(cell)}: its tuple attribute '{attr}' holds '{param.name}' next to "
+                    f"{cell_label(cell)}: its tuple attribute '{attr}' holds '{param.name}' next to "
                     f"a value that is not one of the cell's own Parameters, so it cannot be rebuilt; "
                     f"parametrize another Parameter, or rebuild '{attr}' from the cell's own Parameters")
             slots.append(by_id[id(x)])
@@ -511,7 +512,7 @@ def _training_holder_error(cell: nn.Cell, name: str, weight_name: str,
                            trainers: Sequence[Tuple[nn.Cell, str]]) -> ValueError:
     who = ", ".join(sorted({class_name(c) for c, _ in trainers}))
     return ValueError(
-        f"{_cell_label(cell)}: its Parameter '{name}' (named '{weight_name}') is also held by {who}, an "
+        f"{cell_label(cell)}: its Parameter '{name}' (named '{weight_name}') is also held by {who}, an "
         f"optimizer or training cell built before the parametrization. It would keep updating the "
         f"removed Parameter, and the new ones would never train. Apply weight norm first, then build "
         f"the optimizer and training cells (or delete the old ones)")
@@ -553,7 +554,7 @@ class _Group:
         for path, cell, key in self.members:
             if id(cell) in seen:
                 raise ValueError(
-                    f"{_cell_label(cell)} holds its Parameter '{key}' (named '{self.weight.name}') under "
+                    f"{cell_label(cell)} holds its Parameter '{key}' (named '{self.weight.name}') under "
                     f"more than one name; give each name its own Parameter before parametrizing it")
             seen.add(id(cell))
             self.parametrization.check(cell, key, self.weight)
@@ -561,7 +562,7 @@ class _Group:
             for new_name in entry.param_names():
                 if new_name in own_params(cell) or new_name in vars(cell):
                     raise ValueError(
-                        f"{_cell_label(cell)} already has an attribute '{new_name}', so '{key}' cannot be "
+                        f"{cell_label(cell)} already has an attribute '{new_name}', so '{key}' cannot be "
                         f"parametrized (the new Parameters are named '<name>_<suffix>'); rename or "
                         f"remove '{new_name}' first")
             self.entries.append(entry)
@@ -591,7 +592,7 @@ def _not_a_cell(obj: Any, name: str) -> TypeError:
 def _check_own_parameter(cell: nn.Cell, name: str) -> None:
     if not isinstance(cell, nn.Cell):
         raise _not_a_cell(cell, name)
-    label = _cell_label(cell)
+    label = cell_label(cell)
     if is_parametrized(cell, name):
         kind, remover = _kind(parametrizations(cell)[name])
         raise ValueError(
@@ -658,7 +659,7 @@ def register_parametrization(cell: nn.Cell, name: str, parametrization: Parametr
     if others:
         shared = "; ".join(_describe(c, k) for c, k in others)
         raise ValueError(
-            f"{_cell_label(cell)}: its Parameter '{name}' (named '{weight.name}') is shared with {shared}. "
+            f"{cell_label(cell)}: its Parameter '{name}' (named '{weight.name}') is shared with {shared}. "
             f"Parametrizing it in this cell alone would untie them. To keep the tie, apply weight norm "
             f"to a cell that contains all of them (apply_weight_norm(model)): they then share one set of "
             f"new Parameters. To untie on purpose, give this cell its own copy first: "
@@ -787,7 +788,7 @@ def remove_parametrization(cell: nn.Cell, name: str) -> Parameter:
     if entry is None:
         applied = ", ".join(e.name for e in entries) or "none"
         raise ValueError(
-            f"{_cell_label(cell)}: '{name}' is not parametrized (parametrized: {applied}), nothing to "
+            f"{cell_label(cell)}: '{name}' is not parametrized (parametrized: {applied}), nothing to "
             f"remove; pass name= one of those, or the cell that has it")
     group = _fold_group(cell, entry)
     if entry.stateful:

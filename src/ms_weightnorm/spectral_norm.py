@@ -26,7 +26,7 @@ from . import functional as F
 from ._compat import own_params
 from .parametrize import (
     Parametrization,
-    class_name,
+    cell_label,
     original_class,
     parametrizations,
     register_parametrization,
@@ -132,7 +132,7 @@ class SpectralNormParametrization(Parametrization):
     label: ClassVar[str] = "spectral norm"
 
     def check(self, cell: nn.Cell, name: str, weight: Parameter) -> None:
-        label = f"{class_name(cell)} cell"
+        label = cell_label(cell)
         require_floating(cell, name, weight, self.label)
         if weight.ndim < 2:
             raise ValueError(
@@ -168,7 +168,7 @@ class SpectralNormParametrization(Parametrization):
 
 def _make_parametrization(cell: nn.Cell, name: str, n_power_iterations: int, eps: float,
                           dim: Optional[int], style: str) -> SpectralNormParametrization:
-    label = f"{class_name(cell)} cell"
+    label = cell_label(cell)
     if not isinstance(cell, nn.Cell):
         raise TypeError(f"expected a mindspore.nn.Cell, got {type(cell).__name__}")
     where = f"{label}, Parameter '{name}'"
@@ -252,7 +252,7 @@ def spectral_norm(cell: nn.Cell, name: str = "weight", n_power_iterations: int =
                       else ("weight norm", "remove_weight_norm") if isinstance(existing, WeightNormParametrization)
                       else (f"a {type(existing).__name__}", "remove_parametrization"))
         raise ValueError(
-            f"{class_name(cell)} cell: {kind} is already applied to '{name}'; call {undo}(cell, "
+            f"{cell_label(cell)}: {kind} is already applied to '{name}'; call {undo}(cell, "
             f"'{name}') first if you want spectral norm on it")
     parametrization = _make_parametrization(cell, name, n_power_iterations, eps, dim, style)
     return register_parametrization(cell, name, parametrization)
@@ -279,7 +279,7 @@ def remove_spectral_norm(cell: nn.Cell, name: str = "weight") -> nn.Cell:
     applied = spectral_norms(cell)
     if name not in applied:
         raise ValueError(
-            f"{class_name(cell)} cell: spectral norm is not applied to '{name}' "
+            f"{cell_label(cell)}: spectral norm is not applied to '{name}' "
             f"(applied to: {', '.join(applied) or 'none'}); nothing to remove")
     remove_parametrization(cell, name)
     return cell

@@ -16,7 +16,7 @@ from . import functional as F
 from ._compat import own_params
 from .parametrize import (
     Parametrization,
-    class_name,
+    cell_label,
     original_class,
     parametrizations,
     register_parametrization,
@@ -52,7 +52,7 @@ class WeightNormParametrization(Parametrization):
     remover: ClassVar[str] = "remove_weight_norm"
 
     def check(self, cell: nn.Cell, name: str, weight: Parameter) -> None:
-        label = f"{class_name(cell)} cell"
+        label = cell_label(cell)
         require_floating(cell, name, weight, self.kind)
         if weight.ndim == 0:
             raise ValueError(
@@ -80,7 +80,7 @@ def require_floating(cell: nn.Cell, name: str, weight: Parameter, kind: str) -> 
     (shared by weight norm and spectral norm)."""
     if weight.dtype not in _FLOAT_TYPES:
         raise TypeError(
-            f"{class_name(cell)} cell: Parameter '{name}' has dtype {weight.dtype}; {kind} needs a "
+            f"{cell_label(cell)}: Parameter '{name}' has dtype {weight.dtype}; {kind} needs a "
             f"floating Parameter (float16, bfloat16, float32 or float64). Cast the cell first, e.g. "
             f"cell.to_float(ms.float32), or choose another name=")
 
@@ -108,7 +108,7 @@ def _check_dim(dim, where: str) -> Optional[int]:
 
 def _make_parametrization(cell: nn.Cell, name: str, dim: F.Dim, eps: float) -> WeightNormParametrization:
     """Validate ``dim``/``eps`` against ``cell.<name>`` and build the parametrization."""
-    label = f"{class_name(cell)} cell"
+    label = cell_label(cell)
     where = f"{label}, Parameter '{name}'"
     eps = _check_eps(eps, where)
     dim = _check_dim(dim, where)
