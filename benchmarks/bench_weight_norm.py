@@ -50,6 +50,14 @@ import sys
 import time
 from typing import Callable, Dict, List, Sequence
 
+if __name__ == "__main__":
+    # MindSpore logs warnings at its default level that a reader of the tables cannot act on:
+    # "has been compiled again" each time the interleaved contenders switch graphs, and the
+    # deprecation of the save_graphs option the kernel count reads compiled graphs with.
+    # GLOG_v=3 keeps errors only; MindSpore reads it at import, so it is set before the
+    # import, and only when unset: an explicit GLOG_v (e.g. GLOG_v=2) wins.
+    os.environ.setdefault("GLOG_v", "3")
+
 import numpy as np
 
 import mindspore as ms
@@ -176,6 +184,7 @@ def reparam_table(args) -> List[str]:
     rows = ["| weight shape | dim | fused (ms) | composed (ms) | torch fused (ms) | copy of v (ms) "
             "| MS graph launch (ms) | fused / torch | composed / torch | fused / copy |",
             "|---|---|---|---|---|---|---|---|---|---|"]
+    _show(*rows)
     for shape, label in SHAPES:
         if args.quick and shape == (4096, 4096):
             rounds, calls = max(3, args.rounds // 3), 1
@@ -206,8 +215,14 @@ def reparam_table(args) -> List[str]:
                 f"| {shape} {label} | {dim} | {ms_['fused']:.3f} | {ms_['composed']:.3f} | "
                 f"{_fmt(tt)} | {ms_['copy']:.3f} | {ms_['launch']:.3f} | {_ratio(ms_['fused'], tt)} | "
                 f"{_ratio(ms_['composed'], tt)} | {ms_['fused'] / ms_['copy']:.1f} |")
-            print(rows[-1], file=sys.stderr, flush=True)
+            _show(rows[-1])
     return rows
+
+
+def _show(*rows: str) -> None:
+    """Print table rows as they are measured: each table is printed once, row by row."""
+    for row in rows:
+        print(row, flush=True)
 
 
 def _fmt(x) -> str:
@@ -317,6 +332,7 @@ def added_cost_table(args) -> List[str]:
     rows = ["| weights in one step | dim | plain step (ms) | fused adds (ms) | composed adds (ms) | "
             "torch adds (ms) | composed / fused | fused / torch | composed / torch |",
             "|---|---|---|---|---|---|---|---|---|"]
+    _show(*rows)
     for count, shape, dim in WEIGHT_SETS:
         if args.quick and dim != 0:
             continue
@@ -331,7 +347,7 @@ def added_cost_table(args) -> List[str]:
         rows.append(f"| {count} x {shape} | {dim} | {t['plain']:.1f} | {fused:.1f} | {composed:.1f} | "
                     f"{_fmt1(tadd)} | {_ratio_pos(composed, fused)} | {_ratio_pos(fused, tadd)} | "
                     f"{_ratio_pos(composed, tadd)} |")
-        print(rows[-1], file=sys.stderr, flush=True)
+        _show(rows[-1])
     return rows
 
 
@@ -474,6 +490,7 @@ def training_tables(args) -> List[str]:
             "overhead composed | noise: 2nd plain / plain | torch plain (ms) | torch WN (ms) | "
             "torch overhead |",
             "|---|---|---|---|---|---|---|---|---|---|"]
+    _show(*rows)
     configs = [
         ("MLP 8x512, batch 100", lambda: ms_mlp(512, 8, 512),
          lambda w: torch_mlp(512, 8, 512, w), (100, 512), (100, 512), args.rounds, args.calls),
@@ -511,7 +528,7 @@ def training_tables(args) -> List[str]:
             f"{t['fused'] / t['plain']:.3f}x | {t['composed'] / t['plain']:.3f}x | "
             f"{t['plain2'] / t['plain']:.3f}x | {_fmt(t.get('torch plain'))} | {_fmt(t.get('torch wn'))} | "
             f"{_ratio(t.get('torch wn', 0), t.get('torch plain'))}{'x' if torch is not None else ''} |")
-        print(rows[-1], file=sys.stderr, flush=True)
+        _show(rows[-1])
         # The faster of the two plain compiles: the first compile of a process may pay one-time
         # costs that would flatter the weight-norm ratios.
         plain_compile = min(compile_s["plain"], compile_s["plain2"])
@@ -578,23 +595,24 @@ def main(argv: Sequence[str] = None) -> int:
     skip = set(filter(None, args.skip.split(",")))
 
     ms.set_context(mode=ms.GRAPH_MODE)
-    print(f"Machine: {machine()}\n")
+    print(f"Machine: {machine()}\n", flush=True)
     if "added" not in skip:
         print("### What weight norm adds over a network's weights: one compiled step, value + gradients "
-              "(GRAPH_MODE; torch eager), weight-normed minus plain, median ms\n")
-        print("\n".join(added_cost_table(args)) + "\n")
+              "(GRAPH_MODE; torch eager), weight-normed minus plain, median ms\n", flush=True)
+        added_cost_table(args)
+        print()
     if "kernels" not in skip:
         print("### Kernels per weight-normed weight, counted in the compiled graph "
               "((256, 256, 1, 3), dim 0; weight-normed minus plain)\n")
         print("\n".join(kernel_count_table()) + "\n")
     if "reparam" not in skip:
-        print("### Reparameterization, forward + backward (GRAPH_MODE), median ms per call\n")
-        print("\n".join(reparam_table(args)) + "\n")
+        print("### Reparameterization, forward + backward (GRAPH_MODE), median ms per call\n", flush=True)
+        reparam_table(args)
+        print()
     if "train" not in skip:
-        steps, compiles = training_tables(args)
-        print("### Training step with weight norm on every layer (GRAPH_MODE; torch eager)\n")
-        print("\n".join(steps) + "\n")
-        print("### Graph compile time (first training step)\n")
+        print("### Training step with weight norm on every layer (GRAPH_MODE; torch eager)\n", flush=True)
+        _, compiles = training_tables(args)
+        print("\n### Graph compile time (first training step)\n")
         print("\n".join(compiles) + "\n")
     if "infer" not in skip:
         print("### Inference after remove_all_weight_norm (GRAPH_MODE)\n")

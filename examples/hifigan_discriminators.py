@@ -38,6 +38,13 @@ import sys
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple
 
+if __name__ == "__main__":
+    # MindSpore logs warnings at its default level that a user of this script cannot act on
+    # ("'FusedSparseAdam' is deprecated", printed whenever MindSpore's own nn.Adam is built).
+    # GLOG_v=3 keeps errors only; MindSpore reads it at import, so it is set before the
+    # import, and only when unset: an explicit GLOG_v (e.g. GLOG_v=2) wins.
+    os.environ.setdefault("GLOG_v", "3")
+
 import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
@@ -200,8 +207,11 @@ class DiscriminatorLoss(nn.Cell):
 
     def construct(self, mel, y):
         y_hat = ops.stop_gradient(self.generator(mel))
-        real_f, fake_f, _, _ = self.mpd(y, y_hat)
-        real_s, fake_s, _, _ = self.msd(y, y_hat)
+        # Only the outputs the loss uses are taken out of each result: in GRAPH_MODE, unpacking
+        # the unused feature maps too would make extractions that the compiler drops with a
+        # warning ("Some side effect nodes were eliminated by mistake"), harmless but alarming.
+        out_f, out_s = self.mpd(y, y_hat), self.msd(y, y_hat)
+        real_f, fake_f, real_s, fake_s = out_f[0], out_f[1], out_s[0], out_s[1]
         return discriminator_loss(real_s, fake_s) + discriminator_loss(real_f, fake_f)
 
 
@@ -212,8 +222,9 @@ class GeneratorLoss(nn.Cell):
 
     def construct(self, mel, y):
         y_hat = self.generator(mel)
-        _, fake_f, fmap_rf, fmap_gf = self.mpd(y, y_hat)
-        _, fake_s, fmap_rs, fmap_gs = self.msd(y, y_hat)
+        out_f, out_s = self.mpd(y, y_hat), self.msd(y, y_hat)  # the real scores go unused
+        fake_f, fmap_rf, fmap_gf = out_f[1], out_f[2], out_f[3]
+        fake_s, fmap_rs, fmap_gs = out_s[1], out_s[2], out_s[3]
         return (generator_loss(fake_s) + generator_loss(fake_f) + feature_loss(fmap_rs, fmap_gs)
                 + feature_loss(fmap_rf, fmap_gf) + 45 * ops.abs(y - y_hat).mean())
 
@@ -431,7 +442,8 @@ def run(out_dir: str, cfg: gen.Config = gen.Config(upsample_initial_channel=16),
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out-dir", default="hifigan_gan_out")
+    parser.add_argument("--out-dir", default="hifigan_gan_out",
+                        help="folder for the PyTorch checkpoints the port reads (default: %(default)s)")
     parser.add_argument("--channels", type=int, default=16, help="generator upsample_initial_channel (V1: 512)")
     parser.add_argument("--frames", type=int, default=8, help="mel frames per training example")
     parser.add_argument("--steps", type=int, default=3, help="GAN training steps (D step + G step)")

@@ -1,7 +1,9 @@
 """The demo end to end in a reduced mode (sklearn digits, a small MLP, few steps), and its CLI."""
 import json
+import os
 import subprocess
 import sys
+import time
 
 import mindspore as ms
 import numpy as np
@@ -83,3 +85,51 @@ def test_bad_options_exit_with_a_usage_error(argv, capsys):
         demo.parse_args(argv)
     assert err.value.code == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_kernel_build_says_so_once_and_is_outside_the_demos_timing(tmp_path):
+    """A fresh kernel cache: one line before the wait, none once cached; the demo's wall time
+    and step times exclude the build."""
+    env = dict(os.environ, MS_WEIGHTNORM_CACHE_DIR=str(tmp_path / "cache"), MS_WEIGHTNORM_BACKEND="auto")
+    argv = ["-m", "ms_weightnorm.demo", "--data", "digits", "--steps", "3", "--seeds", "1", "--window", "2",
+            "--depth", "2", "--width", "16", "--setups", "wn", "--no-progress", "--out", str(tmp_path / "out")]
+    start = time.perf_counter()
+    first = subprocess.run([sys.executable] + argv, env=env, capture_output=True, text=True, timeout=600)
+    elapsed = time.perf_counter() - start
+    assert first.returncode == 0, first.stderr[-3000:]
+    lines = [ln for ln in first.stderr.splitlines() if "compiling the fused CPU kernels" in ln]
+    assert lines == [f"ms_weightnorm: compiling the fused CPU kernels once, ~10 s (cached in {tmp_path / 'cache'})"]
+    assert list((tmp_path / "cache").glob("weight_norm_kernel-*.so"))
+    wall = json.loads((tmp_path / "out" / "results.json").read_text())["wall_seconds"]
+    # The build (several seconds of g++) happened before the timed training started.
+    assert wall < elapsed - 3.0, (wall, elapsed)
+    again = subprocess.run([sys.executable] + argv, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "compiling the fused" not in again.stderr
+
+
+def _git(cwd, *args):
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True,
+                   capture_output=True)
+
+
+def test_demo_refuses_to_overwrite_files_git_tracks(tmp_path, capsys):
+    repo = tmp_path / "clone"
+    figures = repo / "docs" / "demo"
+    figures.mkdir(parents=True)
+    (figures / "results.md").write_text("committed\n")
+    _git(repo, "init", "-q")
+    _git(repo, "add", "docs/demo/results.md")
+    _git(repo, "commit", "-q", "-m", "figures")
+    argv = ["--data", "digits", "--steps", "3", "--seeds", "1", "--window", "2", "--depth", "2", "--width", "16",
+            "--setups", "plain", "--no-progress", "--out", str(figures)]
+    assert demo.main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"holds files that git tracks ({figures / 'results.md'})" in err
+    assert "Pick another --out (the default is ms_weightnorm_demo), or add --overwrite-tracked" in err
+    assert (figures / "results.md").read_text() == "committed\n"
+    assert sorted(p.name for p in figures.iterdir()) == ["results.md"]  # nothing else written either
+    # An untracked output folder inside the same clone is fine, and so is an explicit overwrite.
+    assert demo.main(argv[:-1] + [str(repo / "scratch")]) == 0
+    assert demo.main(argv + ["--overwrite-tracked"]) == 0
+    assert (figures / "results.md").read_text().startswith("# Weight norm demo: results")
+    assert "--overwrite-tracked" not in (figures / "results.md").read_text()  # not part of the recorded run

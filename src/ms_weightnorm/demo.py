@@ -19,6 +19,7 @@ import argparse
 import json
 import math
 import os
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn
 
+from .functional import fused_available
 from .init import data_dependent_init
 from .layers import MeanOnlyBatchNorm
 from .weight_norm import apply_weight_norm
@@ -62,6 +64,7 @@ class Config:
     setups: Tuple[str, ...] = tuple(SETUPS)
     out: str = "ms_weightnorm_demo"
     progress: bool = True
+    overwrite_tracked: bool = False
 
 
 @dataclass
@@ -416,6 +419,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Config:
                    help=f"comma list of set-ups to run, from {','.join(SETUPS)} (default: all)")
     p.add_argument("--out", default=d.out, help="output folder (default: %(default)s)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bars")
+    p.add_argument("--overwrite-tracked", action="store_true",
+                   help="allow replacing output files that git tracks (the figures behind the documentation); "
+                        "without it the demo refuses before training")
     a = p.parse_args(argv)
     if a.window > a.steps:
         p.error(f"--window ({a.window}) must not exceed --steps ({a.steps})")
@@ -423,7 +429,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Config:
                   optimizer=a.optimizer, lr=a.lr,
                   momentum=a.momentum, depth=a.depth, width=a.width, threshold=a.threshold, window=a.window,
                   init_batch=a.init_batch, init_scale=a.init_scale, setups=a.setups, out=a.out,
-                  progress=a.progress)
+                  progress=a.progress, overwrite_tracked=a.overwrite_tracked)
 
 
 def run(cfg: Config) -> Tuple[List[RunResult], str]:
@@ -436,6 +442,11 @@ def run(cfg: Config) -> Tuple[List[RunResult], str]:
     """
     data = _load_data(cfg.data)
     os.makedirs(cfg.out, exist_ok=True)
+    # The fused kernels compile on a machine's first weight-norm call (about 10 s, once; it
+    # prints one line). Done here, that wait is neither in the first run's step times and
+    # progress bar nor in the wall time.
+    if any(setup != "plain" and setup != "bn" for setup in cfg.setups):
+        fused_available()
     mode = ms.get_context("mode")
     ms.set_context(mode=ms.GRAPH_MODE)
     results: List[RunResult] = []
@@ -472,7 +483,7 @@ def _cli_args(cfg: Config) -> List[str]:
     d = Config()
     out = []
     for key, value in vars(cfg).items():
-        if key == "progress" or value == getattr(d, key):
+        if key in ("progress", "overwrite_tracked") or value == getattr(d, key):
             continue
         if key == "seeds":
             # A bare number is a count: print seeds 0..n-1 as n, anything else as a list
@@ -512,14 +523,40 @@ def missing_demo_modules(cfg: Config) -> List[str]:
     return missing
 
 
+OUTPUT_FILES = ("results.md", "results.json", "loss_curves.png")
+
+
+def tracked_outputs(out: str) -> List[str]:
+    """The files among the demo's outputs in folder ``out`` that git tracks (paths under ``out``).
+
+    The documentation's figures are made by this demo, so ``--out`` pointed at them would
+    silently replace committed files. Outside a git work tree, or without git, nothing is
+    tracked.
+
+    >>> tracked_outputs("no/such/folder")
+    []
+    """
+    if not any(os.path.exists(os.path.join(out, name)) for name in OUTPUT_FILES):
+        return []
+    try:
+        proc = subprocess.run(["git", "-C", out, "ls-files", "--", *OUTPUT_FILES], capture_output=True, text=True,
+                              timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    if proc.returncode != 0:  # not a work tree (or git refuses it): nothing of ours is tracked
+        return []
+    return [os.path.join(out, line) for line in proc.stdout.splitlines() if line in OUTPUT_FILES]
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``python -m ms_weightnorm.demo`` and ``ms-weightnorm-demo``.
 
     ``argv`` defaults to the command line. Returns 0, or 1 (with a one-line message naming
-    the extra to install) when the demo's optional dependencies are missing. Example (trains
-    for a few minutes, so doctest does not run it)::
+    the extra to install) when the demo's optional dependencies are missing, or when it would
+    replace files that git tracks (``--overwrite-tracked`` allows that). Example (trains for a
+    few minutes, so doctest does not run it)::
 
-        main(["--out", "docs/demo"])
+        main(["--out", "my_demo_run"])
     """
     cfg = parse_args(argv)
     missing = missing_demo_modules(cfg)
@@ -527,6 +564,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"ms-weightnorm-demo: the demo needs the package's demo extras (missing: {', '.join(missing)}). "
               f"Install them with: {DEMO_EXTRA_HINT} (in a clone of the repository: pip install \".[demo]\", "
               f"or use bash run.sh demo)", file=sys.stderr)
+        return 1
+    tracked = [] if cfg.overwrite_tracked else tracked_outputs(cfg.out)
+    if tracked:
+        print(f"ms-weightnorm-demo: --out {cfg.out} holds files that git tracks ({', '.join(tracked)}); "
+              f"the demo would replace them. Pick another --out (the default is {Config().out}), or add "
+              f"--overwrite-tracked to regenerate them on purpose.", file=sys.stderr)
         return 1
     results, table = run(cfg)
     print()

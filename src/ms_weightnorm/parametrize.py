@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import gc
 import sys
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -508,11 +509,20 @@ def _describe(cell: nn.Cell, key: str, paths: Optional[Dict[int, str]] = None) -
     return f"{'an' if cls[:1] in 'AEIOU' else 'a'} {cls} cell (as '{key}')"
 
 
+def _param_ref(key: str, param_name: str) -> str:
+    """``'weight'``, or ``'weight' (named 'body.0.weight')`` when the Parameter's name differs.
+
+    >>> _param_ref("weight", "weight"), _param_ref("weight", "0.weight")
+    ("'weight'", "'weight' (named '0.weight')")
+    """
+    return f"'{key}'" if key == param_name else f"'{key}' (named '{param_name}')"
+
+
 def _training_holder_error(cell: nn.Cell, name: str, weight_name: str,
                            trainers: Sequence[Tuple[nn.Cell, str]]) -> ValueError:
     who = ", ".join(sorted({class_name(c) for c, _ in trainers}))
     return ValueError(
-        f"{cell_label(cell)}: its Parameter '{name}' (named '{weight_name}') is also held by {who}, an "
+        f"{cell_label(cell)}: its Parameter {_param_ref(name, weight_name)} is also held by {who}, an "
         f"optimizer or training cell built before the parametrization. It would keep updating the "
         f"removed Parameter, and the new ones would never train. Apply weight norm first, then build "
         f"the optimizer and training cells (or delete the old ones)")
@@ -554,7 +564,7 @@ class _Group:
         for path, cell, key in self.members:
             if id(cell) in seen:
                 raise ValueError(
-                    f"{cell_label(cell)} holds its Parameter '{key}' (named '{self.weight.name}') under "
+                    f"{cell_label(cell)} holds its Parameter {_param_ref(key, self.weight.name)} under "
                     f"more than one name; give each name its own Parameter before parametrizing it")
             seen.add(id(cell))
             self.parametrization.check(cell, key, self.weight)
@@ -659,7 +669,7 @@ def register_parametrization(cell: nn.Cell, name: str, parametrization: Parametr
     if others:
         shared = "; ".join(_describe(c, k) for c, k in others)
         raise ValueError(
-            f"{cell_label(cell)}: its Parameter '{name}' (named '{weight.name}') is shared with {shared}. "
+            f"{cell_label(cell)}: its Parameter {_param_ref(name, weight.name)} is shared with {shared}. "
             f"Parametrizing it in this cell alone would untie them. To keep the tie, apply weight norm "
             f"to a cell that contains all of them (apply_weight_norm(model)): they then share one set of "
             f"new Parameters. To untie on purpose, give this cell its own copy first: "
@@ -752,12 +762,29 @@ def register_parametrizations(net: nn.Cell, selected: Sequence[Tuple[str, nn.Cel
     return [path for path, cell in net.cells_and_names() if id(cell) in changed]
 
 
+class StaleTrainerWarning(UserWarning):
+    """A parametrization was removed while an optimizer or training cell still holds its Parameters."""
+
+
 def _fold_group(cell: nn.Cell, entry: _Entry) -> List[Tuple[nn.Cell, _Entry]]:
     """The cells that share ``entry``'s new Parameters with ``cell`` (itself first)."""
     # Look up the holders before taking any local reference to the Parameters (see _holders).
     found = _holders([(cell, entry.param_names()[0])])
     own = tuple(own_params(cell)[n] for n in entry.param_names())
     holders = found[id(own[0])]
+    trainers = [h for h in holders if _is_training_holder(*h)]
+    if trainers:
+        # The mirror of the refusal at registration: an optimizer built on g and v goes on
+        # updating them after the fold, and nothing updates the folded weight. Removal is not
+        # refused, because removing after training (to export) is the usual order.
+        who = ", ".join(sorted({class_name(c) for c, _ in trainers}))
+        names = " and ".join(f"'{p.name}'" for p in own[:len(entry.parametrization.suffixes)])
+        warnings.warn(
+            f"{cell_label(cell)}: removing the parametrization of '{entry.name}' while {who}, an optimizer or "
+            f"training cell built before the removal, still holds {names}. It would keep updating those, and "
+            f"the folded '{entry.name}' would never train. To train on, build the optimizer and training "
+            f"cells again after the removal; if training is over, delete them first to silence this",
+            StaleTrainerWarning, stacklevel=4)
     group = [(cell, entry)]
     for other, key in holders:
         if other is cell:

@@ -135,12 +135,23 @@ def _make_parametrization(cell: nn.Cell, name: str, dim: F.Dim, eps: float) -> W
     return WeightNormParametrization(axis, eps)
 
 
-_UNSET = object()
+class _Unset:
+    """A default meaning "not given", shown readably by help() and in signatures."""
+
+    def __init__(self, shown: str):
+        self.shown = shown
+
+    def __repr__(self) -> str:
+        return self.shown
+
+
+_UNSET = _Unset("<required>")  # module=: the layer, given as module or as cell
+_ALIAS = _Unset("<alias of module>")  # cell=: this library's earlier name for module=
 
 
 def _module_arg(module, cell, func: str) -> nn.Cell:
     """PyTorch's ``module=`` and this library's earlier ``cell=``: exactly one of them."""
-    if cell is not _UNSET:
+    if cell is not _ALIAS:
         if module is not _UNSET:
             raise TypeError(f"{func}() got both module= and cell=; pass the layer once (module= is PyTorch's name)")
         module = cell
@@ -150,7 +161,7 @@ def _module_arg(module, cell, func: str) -> nn.Cell:
 
 
 def weight_norm(module: nn.Cell = _UNSET, name: str = "weight", dim: F.Dim = 0, eps: float = 0.0, *,
-                cell: nn.Cell = _UNSET) -> nn.Cell:
+                cell: nn.Cell = _ALIAS) -> nn.Cell:
     """Apply weight normalization to Parameter ``name`` of ``module``, in place; return it.
 
     The arguments are PyTorch's (``torch.nn.utils.weight_norm(module, name="weight", dim=0)``),
@@ -206,7 +217,7 @@ def _unwrap(module: nn.Cell) -> nn.Cell:
 
 
 def remove_weight_norm(module: nn.Cell = _UNSET, name: Optional[str] = None, *,
-                       cell: nn.Cell = _UNSET) -> nn.Cell:
+                       cell: nn.Cell = _ALIAS) -> nn.Cell:
     """Fold ``g * v / ||v||`` into a plain Parameter ``name`` again and drop ``g`` and ``v``.
 
     PyTorch's arguments (``remove_weight_norm(module, name="weight")``); ``cell=`` is accepted
@@ -366,10 +377,26 @@ def remove_all_weight_norm(net: nn.Cell) -> List[str]:
         raise TypeError(f"remove_all_weight_norm: net must be a mindspore.nn.Cell, got {type(net).__name__}")
     cells = list(net.cells_and_names())
     normed = [(path, cell) for path, cell in cells if _own_weight_norms(cell)]
-    for _, cell in normed:
-        # A tied cell may have been folded already, together with the first cell of its group.
-        for n in list(_own_weight_norms(cell)):
-            remove_parametrization(cell, n)
+    from .parametrize import StaleTrainerWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", StaleTrainerWarning)
+        stale_paths = []
+        for path, cell in normed:
+            seen = len(caught)
+            # A tied cell may have been folded already, together with the first cell of its group.
+            for n in list(_own_weight_norms(cell)):
+                remove_parametrization(cell, n)
+            if any(issubclass(w.category, StaleTrainerWarning) for w in caught[seen:]):
+                stale_paths.append(repr(path))
+    stale = [w for w in caught if issubclass(w.category, StaleTrainerWarning)]
+    for w in caught:
+        if w not in stale:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if stale:
+        # One warning for the network, naming its cells, not one per layer.
+        warnings.warn(f"remove_all_weight_norm: in cell{'s' if len(stale_paths) > 1 else ''} "
+                      f"{', '.join(stale_paths)}: {stale[0].message}", StaleTrainerWarning, stacklevel=2)
     for _, cell in cells:
         if isinstance(cell, WeightNorm) and not is_weight_normed(cell.module, cell.param_name):
             cell.use_weight_norm = False

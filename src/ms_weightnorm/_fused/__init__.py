@@ -18,6 +18,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -112,12 +113,18 @@ def _locate_or_build() -> Tuple[Optional[Path], Optional[str]]:
     source = SOURCE.read_bytes()
     version = _compiler_version(cxx)
     errors = []
+    announced = False
     for flags in (_BASE_FLAGS + _NATIVE_FLAGS, _BASE_FLAGS):
         key = hashlib.sha256(b"\0".join(
             [source, " ".join(flags).encode(), cxx.encode(), version.encode(), _cpu_signature().encode()]
         )).hexdigest()[:20]
         target = directory / f"weight_norm_kernel-{key}.so"
         if not target.is_file():
+            if not announced:
+                # The first weight-norm call would otherwise wait in silence while g++ runs.
+                print(f"ms_weightnorm: compiling the fused CPU kernels once, ~10 s (cached in {directory})",
+                      file=sys.stderr, flush=True)
+                announced = True
             error = _build(cxx, flags, target)
             if error is not None:
                 errors.append(error)
