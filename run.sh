@@ -4,6 +4,7 @@
 #   bash run.sh demo [demo options]   # train with and without weight norm, print a table, write a PNG
 #   bash run.sh test [pytest options] # the full test suite (installs torch 2.13.0 CPU as a reference)
 #   bash run.sh bench [options]       # the speed benchmark
+#   bash run.sh docs [mkdocs options] # the documentation site: mkdocs build --strict into site/
 #   bash run.sh mutate [options]      # mutation testing of the core modules (mutmut 2; ~1 h; not in CI)
 #   bash run.sh exec COMMAND [args]   # any command inside the venv (its bin first on PATH), e.g.
 #                                     #   bash run.sh exec python examples/hifigan_port.py
@@ -21,7 +22,7 @@ repo="$(cd "$(dirname "$0")" && pwd)"
 
 say() { echo "run.sh: $*" >&2; }
 usage() {
-  echo "usage: bash run.sh {demo|test|bench|mutate} [options]   or   bash run.sh exec COMMAND [args...]" >&2
+  echo "usage: bash run.sh {demo|test|bench|docs|mutate} [options]   or   bash run.sh exec COMMAND [args...]" >&2
   echo "  e.g. bash run.sh demo --help; bash run.sh exec python examples/hifigan_port.py --help" >&2
 }
 
@@ -30,6 +31,7 @@ cmd="${1:-}"
 # Extras per command. "test" includes "demo"; exec gets everything the README's commands use.
 case "$cmd" in
   demo) extras="demo" ;;
+  docs) extras="docs" ;;
   test|bench|exec|mutate) extras="test" ;;
   -h|--help|help) usage; exit 0 ;;
   *) usage; exit 2 ;;
@@ -42,11 +44,12 @@ fi
 # Sizes and times measured with `du -sh` and `time` on a fresh clone (Python 3.11, MindSpore 2.10.0,
 # PyTorch 2.13.0+cpu, 2 cores, 2026-11-29): demo set-up 2 min 26 s, test extras 1 min 22 s more.
 ms_release="MindSpore ${MS_WEIGHTNORM_MINDSPORE:-2.10}"
-size_of() { case "$1" in demo) echo "about 3.0 GB" ;; test) echo "about 3.9 GB" ;; esac; }
+size_of() { case "$1" in demo) echo "about 3.0 GB" ;; test) echo "about 3.9 GB" ;; docs) echo "about 2.9 GB" ;; esac; }
 what_of() {
   case "$1" in
     demo) echo "$ms_release + numpy + the demo extras (matplotlib, scikit-learn, mlxtend, tqdm)" ;;
     test) echo "$ms_release + numpy + the demo and test extras (PyTorch 2.13.0 CPU as a test reference, pytest, hypothesis)" ;;
+    docs) echo "$ms_release + numpy + the docs extras (mkdocs, mkdocs-material, mkdocstrings)" ;;
   esac
 }
 
@@ -70,10 +73,16 @@ else
     ms_pin=("mindspore==$MS_WEIGHTNORM_MINDSPORE")
   fi
   stamp="$venv/.ms_weightnorm_installed"
-  # The stamp records the extras installed and the pyproject.toml they came from: "test" covers "demo".
+  # The stamp records the pyproject.toml the extras came from, then the extras installed from
+  # it: "test" covers "demo"; "docs" stands apart.
   want="$(cksum < "$repo/pyproject.toml" | cut -d' ' -f1)"
   have="$(cat "$stamp" 2>/dev/null || true)"
-  if [ "$have" != "$want test" ] && [ "$have" != "$want $extras" ]; then
+  installed=""
+  [ "${have%% *}" = "$want" ] && installed=" ${have#* } "
+  covered=no
+  case "$installed" in *" $extras "*) covered=yes ;; esac
+  [ "$extras" = demo ] && case "$installed" in *" test "*) covered=yes ;; esac
+  if [ "$covered" = no ]; then
     if [ ! -x "$venv/bin/python" ]; then
       python="${PYTHON:-}"
       if [ -z "$python" ]; then
@@ -97,13 +106,16 @@ else
     else
       say "installing $(what_of "$extras") into $venv (grows to $(size_of "$extras") on disk; 1-2 minutes). Once only."
     fi
+    # On a terminal pip shows what it downloads; in logs and CI it stays quiet.
+    quiet=(-q)
+    [ -t 2 ] && quiet=()
     if ! { "$venv/bin/python" -m pip install -q --upgrade pip &&
-           "$venv/bin/python" -m pip install -q -e "$repo[$extras]" ${ms_pin[@]+"${ms_pin[@]}"}; }; then
+           "$venv/bin/python" -m pip install ${quiet[@]+"${quiet[@]}"} -e "$repo[$extras]" ${ms_pin[@]+"${ms_pin[@]}"}; }; then
       say "installing failed (pip's messages are above). Check access to PyPI and free disk space"
       say "(4 GB needed), then re-run the same command; to start over: rm -rf $venv"
       exit 1
     fi
-    echo "$want $extras" > "$stamp"
+    echo "$want$(echo "$installed" | tr -s ' ' | sed 's/ $//') $extras" | tr -s ' ' > "$stamp"
     say "set-up done; running: $cmd $*"
   fi
 fi
@@ -117,6 +129,10 @@ case "$cmd" in
   demo) exec python -m ms_weightnorm.demo "$@" ;;
   test) cd "$repo" && exec python -m pytest -q "$@" ;;
   bench) exec python "$repo/benchmarks/bench_weight_norm.py" "$@" ;;
+  docs)
+    # Material prints a banner about its own future on every build; set NO_MKDOCS_2_WARNING=0 to see it.
+    export NO_MKDOCS_2_WARNING="${NO_MKDOCS_2_WARNING:-1}"
+    cd "$repo" && exec python -m mkdocs build --strict "$@" ;;
   exec)
     if ! command -v "$1" > /dev/null; then
       say "'$1' is neither in $venv/bin nor on PATH. The venv has python, pip, msrun and ms-weightnorm-demo;"

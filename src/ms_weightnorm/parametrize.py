@@ -783,7 +783,9 @@ def _fold_group(cell: nn.Cell, entry: _Entry) -> List[Tuple[nn.Cell, _Entry]]:
             f"{cell_label(cell)}: removing the parametrization of '{entry.name}' while {who}, an optimizer or "
             f"training cell built before the removal, still holds {names}. It would keep updating those, and "
             f"the folded '{entry.name}' would never train. To train on, build the optimizer and training "
-            f"cells again after the removal; if training is over, delete them first to silence this",
+            f"cells again after the removal. If training is over, this is harmless: delete them first, or "
+            f"filter StaleTrainerWarning (a training cell that ran in GRAPH_MODE stays alive inside "
+            f"MindSpore after del)",
             StaleTrainerWarning, stacklevel=4)
     group = [(cell, entry)]
     for other, key in holders:
