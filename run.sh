@@ -48,7 +48,7 @@ size_of() { case "$1" in demo) echo "about 3.0 GB" ;; test) echo "about 3.9 GB" 
 what_of() {
   case "$1" in
     demo) echo "$ms_release + numpy + the demo extras (matplotlib, scikit-learn, mlxtend, tqdm)" ;;
-    test) echo "$ms_release + numpy + the demo and test extras (PyTorch 2.13.0 CPU as a test reference, pytest, hypothesis)" ;;
+    test) echo "$ms_release + numpy + the demo, docs and test extras (PyTorch 2.13.0 CPU as a test reference, pytest, hypothesis, mkdocs)" ;;
     docs) echo "$ms_release + numpy + the docs extras (mkdocs, mkdocs-material, mkdocstrings)" ;;
   esac
 }
@@ -74,14 +74,14 @@ else
   fi
   stamp="$venv/.ms_weightnorm_installed"
   # The stamp records the pyproject.toml the extras came from, then the extras installed from
-  # it: "test" covers "demo"; "docs" stands apart.
+  # it: "test" covers "demo" and "docs".
   want="$(cksum < "$repo/pyproject.toml" | cut -d' ' -f1)"
   have="$(cat "$stamp" 2>/dev/null || true)"
   installed=""
   [ "${have%% *}" = "$want" ] && installed=" ${have#* } "
   covered=no
   case "$installed" in *" $extras "*) covered=yes ;; esac
-  [ "$extras" = demo ] && case "$installed" in *" test "*) covered=yes ;; esac
+  [ "$extras" != test ] && case "$installed" in *" test "*) covered=yes ;; esac
   if [ "$covered" = no ]; then
     if [ ! -x "$venv/bin/python" ]; then
       python="${PYTHON:-}"

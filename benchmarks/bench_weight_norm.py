@@ -2,8 +2,8 @@
 
 Run from the repository root:
 
-    python benchmarks/bench_weight_norm.py            # full run (about 2 minutes)
-    python benchmarks/bench_weight_norm.py --quick    # fewer repetitions (about a minute)
+    python benchmarks/bench_weight_norm.py            # full run (2 min 8 s on an idle 2-core machine)
+    python benchmarks/bench_weight_norm.py --quick    # fewer repetitions (230-251 s on a busy 2-core machine)
 
 It prints markdown tables of medians over repeated runs. The contenders of each table are
 measured interleaved in one process (in a shuffled order each round), so machine noise hits
@@ -584,7 +584,8 @@ def machine() -> str:
 
 def main(argv: Sequence[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions (noisier), about a minute")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions, noisier (measured: 230-251 s on 2 shared cores; "
+                             "compiling the graphs takes much of it)")
     parser.add_argument("--rounds", type=int, default=None, help="timed samples per contender")
     parser.add_argument("--calls", type=int, default=None, help="calls per sample (small shapes)")
     parser.add_argument("--skip", default="",

@@ -1,8 +1,9 @@
-"""The README works as written: its Python blocks run, and so do its shell commands.
+"""The README and the documentation work as written: their shell commands run.
 
-Shell commands are the lines of the README's ```bash blocks (continuation lines joined,
-comments dropped) and its inline code spans that start with ``bash run.sh``. Every one of
-them must have an entry in ``PLANS``, which says how this test runs it:
+Shell commands are the lines of the ```bash blocks (continuation lines joined, comments
+dropped) and the inline code spans that start with ``bash run.sh``, in README.md, the pages
+of docs/ and benchmarks/README.md. Every one of them must have an entry in ``PLANS``, which
+says how this test runs it:
 
 - ``full``: exactly as written (the msrun command gets a free port instead of 8118, so that
   parallel runs do not collide);
@@ -11,9 +12,9 @@ them must have an entry in ``PLANS``, which says how this test runs it:
   itself from inside itself).
 
 They run in a copy of the repository with ``MS_WEIGHTNORM_VENV`` set to the environment that
-runs these tests, so ``run.sh`` uses it as it is and installs nothing. The optional-dependency
-tests at the end hide packages from a subprocess (a ``sitecustomize`` import blocker) to
-check what a plain ``pip install .`` user sees.
+runs these tests, so ``run.sh`` uses it as it is and installs nothing. The Python blocks are
+run by test_docs.py. The optional-dependency tests at the end hide packages from a subprocess
+(a ``sitecustomize`` import blocker) to check what a plain ``pip install .`` user sees.
 """
 from __future__ import annotations
 
@@ -28,36 +29,48 @@ import uuid
 from pathlib import Path
 from typing import Callable, Dict, List, NamedTuple
 
-import mindspore as ms
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+SOURCES = [README] + sorted((ROOT / "docs").glob("*.md")) + [ROOT / "benchmarks" / "README.md"]
 
 
-def python_blocks():
-    return re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+# --------------------------------------------------------------------------- the README itself
+
+def _sections(text: str) -> List[str]:
+    return re.findall(r"^## (.+)$", text, flags=re.M)
 
 
-def test_readme_usage_runs():
-    blocks = python_blocks()
-    assert blocks, "README has no python example"
-    namespaces = []
-    try:
-        for block in blocks:
-            namespaces.append({})
-            exec(compile(block, str(README), "exec"), namespaces[-1])  # noqa: S102 - our own README
-    finally:
-        ms.set_context(mode=ms.PYNATIVE_MODE)
-    usage = namespaces[0]
-    assert usage["m"].use_weight_norm is False
-    assert usage["layer"].weight_g.shape == (40, 1)
+def test_readme_is_short_and_in_a_newcomers_order():
+    text = README.read_text(encoding="utf-8")
+    assert 100 <= len(text.splitlines()) <= 160
+    assert _sections(text) == ["Install", "Quick start", "Usage", "Features", "Documentation", "Security", "License"]
+    install = text.split("## Install", 1)[1].split("\n## ", 1)[0]
+    assert "**`mindspore-weightnorm`**" in install and "**`ms_weightnorm`**" in install
+    assert "pip show mindspore-weightnorm" in install
+    quick = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    assert shell_commands(quick.split("```bash", 1)[1].split("```", 1)[0].join(["```bash", "```"])) == [
+        "bash run.sh demo", "bash run.sh test"]
+    assert "Python 3.11" in quick
+    usage = re.search(r"## Usage\n\n```python\n(.*?)```", text, flags=re.S).group(1)
+    assert len(usage.splitlines()) <= 22
+
+
+def test_readme_links_resolve():
+    text = README.read_text(encoding="utf-8")
+    links = [t.split("#", 1)[0] for t in re.findall(r"\]\(([^)]+)\)", text) if "://" not in t]
+    assert "docs/security.md" in links and "docs/mindone.md" in links and "CHANGELOG.md" in links
+    for link in links:
+        assert (ROOT / link).exists(), link
+    docs = {f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")}
+    assert docs <= set(links) | {"docs/changelog.md"}, docs - set(links)  # every page is reachable
 
 
 # --------------------------------------------------------------------------- shell commands
 
 def shell_commands(text: str) -> List[str]:
-    """The README's shell commands, in order, each once.
+    """The shell commands of a Markdown text, in order, each once.
 
     >>> shell_commands("```bash\\nbash run.sh a \\\\\\n   --x 1   # note\\n# only a comment\\n```\\n"
     ...                "Then `bash run.sh b --help` or `X=2 bash run.sh c`, not `pip install .`.")
@@ -67,13 +80,20 @@ def shell_commands(text: str) -> List[str]:
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
         joined = re.sub(r"\\\n\s*", "", block)
         for line in joined.splitlines():
-            # The README's commands hold no quoted '#', so everything after one is a comment.
+            # The commands hold no quoted '#', so everything after one is a comment.
             command = line.split("#", 1)[0].strip()
             if command:
                 found.append(" ".join(command.split()))
     # Inline spans, with any VAR=value prefixes: `bash run.sh ...`, `X=1 bash run.sh ...`.
     for span in re.findall(r"`((?:[A-Za-z_]+=\S+ )*bash run\.sh [^`]*)`", text):
         found.append(" ".join(span.split()))
+    return list(dict.fromkeys(found))
+
+
+def all_commands() -> List[str]:
+    found: List[str] = []
+    for source in SOURCES:
+        found += shell_commands(source.read_text(encoding="utf-8"))
     return list(dict.fromkeys(found))
 
 
@@ -85,7 +105,7 @@ class Result(NamedTuple):
 
 class Plan(NamedTuple):
     how: str  # "full" or "cheap"
-    append: str  # options added after the README's command
+    append: str  # options added after the command as written
     check: Callable[[Result], None]
 
 
@@ -93,6 +113,11 @@ MSRUN = ("bash run.sh exec msrun --worker_num=2 --local_worker_num=2 --master_ad
          "--log_dir=msrun_log --join=True examples/train_data_parallel.py --steps 20 --data-init --out dp_out")
 DEMO_QUICK = " --data digits --steps 20 --window 5 --seeds 1 --no-progress"
 DEMO_LABELS = ("plain", "weight norm", "weight norm + data init", "weight norm + mean-only BN", "batch norm")
+
+
+def _no_mindspore_warnings(r: Result) -> None:
+    warnings = [ln for ln in r.out.splitlines() if "[WARNING]" in ln]
+    assert not warnings, "\n".join(warnings)
 
 
 def _check_quick_start_demo(r: Result) -> None:
@@ -115,29 +140,39 @@ def _check_test_suite_collects(r: Result) -> None:
     # The command reaches pytest with this project's configuration and its whole suite,
     # this test included; --collect-only runs none of it.
     assert "tests/test_readme.py::test_readme_shell_commands" in r.out
+    assert "tests/test_docs.py::test_site_builds_strictly" in r.out
     assert "src/ms_weightnorm/demo.py::ms_weightnorm.demo.steps_to_threshold" in r.out  # doctests too
     collected = re.search(r"(\d+) tests? collected", r.out)
     assert collected and int(collected.group(1)) > 100, r.out[-2000:]
 
 
+def _check_test_docs_collects(r: Result) -> None:
+    assert "tests/test_docs.py::test_site_builds_strictly" in r.out and "test_readme" not in r.out
+
+
 def _check_bench_help(r: Result) -> None:
     assert "--quick" in r.out and "bench_weight_norm" in r.out
+    assert re.search(r"--quick +fewer repetitions, noisier \(measured: \d+-\d+ s", r.out), r.out
 
 
 def _check_kernel_launch(r: Result) -> None:
     rows = re.findall(r"^\| \((\d+), (\d+)\) \| (\d+\.\d) \| (-?\d+\.\d) \|$", r.out, flags=re.M)
     assert [(int(a), int(b)) for a, b, _, _ in rows] == [(256, 1), (256, 768)], r.out
     assert all(float(whole) > 0 for _, _, whole, _ in rows), r.out
+    _no_mindspore_warnings(r)
 
 
 def _check_added_cost_only(r: Result) -> None:
     assert "### What weight norm adds over a network's weights" in r.out, r.out[-2000:]
     assert "| 24 x (256, 256, 1, 3) | 0 |" in r.out
     assert "### Kernels per" not in r.out and "### Training step" not in r.out  # skipped sections
+    # Printed once, row by row: no second copy of the table, no MindSpore warnings in between.
+    assert r.out.count("| 24 x (256, 256, 1, 3) | 0 |") == 1 and r.out.count("| weights in one step |") == 1
+    _no_mindspore_warnings(r)
 
 
 def _check_demo_help(r: Result) -> None:
-    for option in ("--data", "--steps", "--seeds", "--out", "--no-progress"):
+    for option in ("--data", "--steps", "--seeds", "--out", "--no-progress", "--overwrite-tracked"):
         assert option in r.out
 
 
@@ -153,11 +188,29 @@ def _check_hifigan_port(r: Result) -> None:
     assert sorted(errors) == ["mindir", "mindspore", "removed"], r.out
     assert all(float(e) < 1e-4 for e in errors.values()), errors
     assert (r.cwd / "hifigan_port_out" / "generator.mindir").exists()
+    _no_mindspore_warnings(r)
+
+
+def _check_gan_example(r: Result) -> None:
+    assert re.search(r"^step 0: D loss torch \S+ mindspore \S+", r.out, flags=re.M), r.out
+    assert "spectral-norm u after the steps: max relative error" in r.out
+    # Neither MindSpore's optimizer deprecation nor "side effect nodes were eliminated".
+    _no_mindspore_warnings(r)
+    assert "eliminated by mistake" not in r.out
 
 
 def _check_single_process(r: Result) -> None:
     assert "rank 0/1: done, 10 steps" in r.out
     assert re.search(r"^  step   10/10  loss \d+\.\d{4}$", r.out, flags=re.M), r.out
+
+
+def _check_pip_show(r: Result) -> None:
+    assert re.search(r"^Name: mindspore-weightnorm$", r.out, flags=re.M), r.out
+
+
+def _check_docs_build(r: Result) -> None:
+    assert (r.cwd / "site" / "index.html").exists() and (r.cwd / "site" / "api" / "index.html").exists()
+    assert "WARNING" not in r.out and "Documentation built" in r.out, r.out[-2000:]
 
 
 def _check_msrun(r: Result) -> None:
@@ -172,44 +225,55 @@ def _check_msrun(r: Result) -> None:
     assert "rank 1/2: done, 20 steps" in r.out
     assert (r.cwd / "dp_out" / "final.ckpt").exists() and (r.cwd / "msrun_log" / "worker_1.log").exists()
     # Quiet by default: only msrun's own "Distributed job is spawned" warning is left (the
-    # README explains it); the workers' connection retries are gone.
+    # page explains it); the workers' connection retries are gone.
     warnings = [ln for ln in r.out.splitlines() if "[WARNING]" in ln]
     assert len(warnings) <= 1 and all("Distributed job is spawned" in w for w in warnings), "\n".join(warnings)
     assert "Failed to connect" not in r.out and "Topology build timed out" not in r.out
 
 
 # Spans that show run.sh's syntax in prose rather than a command to type.
-SYNTAX = {"bash run.sh exec COMMAND [args]", "bash run.sh exec", "GLOG_v=3 bash run.sh exec msrun ..."}
-# README commands this test does not run, and why.
+SYNTAX = {"bash run.sh exec COMMAND [args]", "GLOG_v=3 bash run.sh exec msrun ..."}
+# Commands this test does not run, and why.
 NOT_RUN = {
     "bash run.sh mutate [--budget-minutes 60] [--sample 0.15] [--modules functional.py,...]":
         "mutation testing: about an hour, and it installs mutmut, which run.sh does not do in a given venv",
     "MS_WEIGHTNORM_MINDSPORE=2.7.0 bash run.sh test":
         "creates a venv with another MindSpore release: a 3 GB download; CI runs it (.ci/run)",
+    "pip install .": "installs into the environment running the tests; run.sh's own install (pip install -e) "
+                     "is what every command here runs on, and CI makes it in a fresh clone",
+    'pip install ".[demo]"': "as pip install .; the demo extras are what bash run.sh demo installs",
+    "bash run.sh bench --quick": "about 4 minutes; its help (bash run.sh bench --help, run) states the measured time",
 }
 
 PLANS: Dict[str, Plan] = {
+    "pip show mindspore-weightnorm": Plan("full", "", _check_pip_show),
     "bash run.sh demo": Plan("cheap", DEMO_QUICK, _check_quick_start_demo),
     "bash run.sh test": Plan("cheap", " --collect-only", _check_test_suite_collects),
+    "bash run.sh test tests/test_docs.py": Plan("cheap", " --collect-only", _check_test_docs_collects),
+    "bash run.sh docs": Plan("full", "", _check_docs_build),
     "bash run.sh exec python examples/hifigan_port.py --help": Plan("full", "", _check_hifigan_help),
     "bash run.sh bench": Plan("cheap", " --help", _check_bench_help),
     "bash run.sh bench --skip kernels,reparam,train,infer": Plan("cheap", " --quick", _check_added_cost_only),
     "bash run.sh exec python benchmarks/bench_kernel_launch.py": Plan("full", "", _check_kernel_launch),
-    "bash run.sh demo --out docs/demo": Plan("cheap", DEMO_QUICK + " --setups plain,wn", _check_docs_demo),
+    "bash run.sh demo --out docs/demo --overwrite-tracked": Plan("cheap", DEMO_QUICK + " --setups plain,wn",
+                                                                 _check_docs_demo),
     "bash run.sh demo --help": Plan("full", "", _check_demo_help),
     MSRUN: Plan("full", "", _check_msrun),
     "bash run.sh exec python examples/train_data_parallel.py": Plan("full", "", _check_single_process),
     "bash run.sh exec python examples/hifigan_port.py": Plan("cheap", " --channels 16 --frames 4", _check_hifigan_port),
+    "bash run.sh exec python examples/hifigan_discriminators.py --steps 3": Plan("cheap", " --steps 1",
+                                                                                _check_gan_example),
 }
 
 
-def test_every_readme_command_has_a_plan():
-    commands = [c for c in shell_commands(README.read_text(encoding="utf-8")) if c not in SYNTAX and c not in NOT_RUN]
-    assert MSRUN in commands  # the README's msrun command, word for word
+def test_every_documented_command_has_a_plan():
+    commands = [c for c in all_commands() if c not in SYNTAX and c not in NOT_RUN]
+    assert MSRUN in commands  # the msrun page's command, word for word
     unplanned = [c for c in commands if c not in PLANS]
-    assert not unplanned, f"README commands this test does not run yet; add them to PLANS: {unplanned}"
+    assert not unplanned, f"documented commands this test does not run yet; add them to PLANS: {unplanned}"
     stale = [c for c in PLANS if c not in commands]
-    assert not stale, f"PLANS has commands the README no longer shows: {stale}"
+    assert not stale, f"PLANS has commands the documentation no longer shows: {stale}"
+    assert not [c for c in NOT_RUN if c not in all_commands()], "NOT_RUN lists commands no page shows"
 
 
 @pytest.fixture(scope="module")
@@ -392,7 +456,7 @@ def test_run_sh_announces_each_install_once_before_it_starts(stub_repo):
     assert log.read_text().splitlines()[4:] == ["python -m ms_weightnorm.demo"]
     # The test extras are more: announced with the size they grow to, then covered for demo too.
     r = _sh(repo, env, "exec", "python", "x.py")
-    assert "the demo and test extras" in r.stderr and "about 3.9 GB" in r.stderr
+    assert "the demo, docs and test extras" in r.stderr and "about 3.9 GB" in r.stderr
     assert log.read_text().splitlines()[5:] == ["pip install -q --upgrade pip", f"pip install -q -e {repo}[test]",
                                                 "python x.py"]
     r = _sh(repo, env, "demo")
@@ -425,8 +489,8 @@ def test_run_sh_failed_install_says_what_to_do_and_retries_next_time(stub_repo):
 
 
 @pytest.mark.parametrize("args, env_extra, expected", [
-    ((), {}, "usage: bash run.sh {demo|test|bench"),
-    (("nope",), {}, "usage: bash run.sh {demo|test|bench"),
+    ((), {}, "usage: bash run.sh {demo|test|bench|docs"),
+    (("nope",), {}, "usage: bash run.sh {demo|test|bench|docs"),
     (("exec",), {}, "exec needs a command to run, e.g.: bash run.sh exec python"),
     (("demo",), {"MS_WEIGHTNORM_VENV": "/nonexistent/venv"}, "has no bin/python. Point it at an existing venv"),
 ])
