@@ -283,7 +283,7 @@ def repo_copy(tmp_path_factory) -> Path:
     dest = tmp_path_factory.mktemp("readme") / "repo"
     shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(
         ".git", ".venv*", "__pycache__", "*.egg-info", ".hypothesis", "ms_weightnorm_demo", "msrun_log",
-        "dp_out", "hifigan_port_out", "rank_0", "kernel_meta", "*.ckpt", "*.mindir", "*.ir"))
+        "dp_out", "hifigan_port_out", "hifigan_gan_out", "site", "rank_0", "kernel_meta", "*.ckpt", "*.mindir", "*.ir"))
     return dest
 
 
