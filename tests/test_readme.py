@@ -511,3 +511,28 @@ def test_run_sh_uses_a_given_venv_as_it_is(stub_repo, tmp_path):
     assert log.read_text().splitlines() == ["python -m pytest -q -k x"]  # no venv made, no pip
     r = _sh(repo, dict(env, MS_WEIGHTNORM_VENV=str(venv)), "exec", "no-such-command")
     assert r.returncode == 127 and "'no-such-command' is neither in" in r.stderr
+
+
+def test_run_sh_install_shows_pips_progress_on_a_terminal(stub_repo):
+    """On a terminal the long install is not silent: pip's own progress is shown (no -q)."""
+    repo, env, log = stub_repo
+    assert shutil.which("script"), "util-linux's script(1) provides the terminal for this test"
+    r = subprocess.run(["script", "-qec", f"bash {repo / 'run.sh'} demo --steps 3", "/dev/null"], cwd=repo, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    calls = log.read_text().splitlines()
+    assert f"pip install -e {repo}[demo]" in calls, calls  # the package install, without -q
+    assert "pip install -q --upgrade pip" in calls  # upgrading pip itself stays a quiet second
+
+
+def test_run_sh_docs_is_covered_by_the_test_extras(stub_repo):
+    repo, env, log = stub_repo
+    assert _sh(repo, env, "docs").returncode == 0
+    assert log.read_text().splitlines()[-2:] == [f"pip install -q -e {repo}[docs]", "python -m mkdocs build --strict"]
+    assert _sh(repo, env, "test").returncode == 0  # test installs its extras on top
+    assert _sh(repo, env, "docs").returncode == 0
+    assert log.read_text().splitlines()[-1] == "python -m mkdocs build --strict"
+    assert (repo / ".venv" / ".ms_weightnorm_installed").read_text().split()[1:] == ["docs", "test"]
+    after_test = log.read_text().splitlines()
+    assert "pip install -q -e " + str(repo) + "[docs]" not in after_test[after_test.index(
+        f"pip install -q -e {repo}[test]"):]  # nothing reinstalled for docs after test
