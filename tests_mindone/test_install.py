@@ -135,13 +135,16 @@ def test_mindspore_api_names_are_added_only_where_missing():
         integration.install()
 
 
-def test_speecht5_positional_conv_builds():
-    """It tests hasattr(nn.utils.parametrizations, ...) and calls weight_norm(..., axis=2): absent from MindSpore.
-    (SeamlessM4T's positional conv, which calls mint.nn.utils.weight_norm, fails before that in mindone's own
-    code: nn.Conv1d(..., groups=...) is not MindSpore's signature.)"""
-    import transformers
-    import mindone.transformers as mt
-    from mindone.transformers.models.speecht5.modeling_speecht5 import SpeechT5PositionalConvEmbedding
-    cfg = transformers.SpeechT5Config(hidden_size=16, num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2)
-    pos = SpeechT5PositionalConvEmbedding(cfg)
-    assert tuple(pos.conv.weight_g.shape) == (1, 1, 1, 8)
+def test_speecht5_positional_conv_call_sequence():
+    """SpeechT5's positional conv tests hasattr(nn.utils.parametrizations, "weight_norm") and calls
+    weight_norm(conv, name="weight", axis=2): neither exists in MindSpore. (Its constructor and
+    SeamlessM4T's fail earlier in mindone's own code: nn.Conv1d(..., groups=) is not MindSpore's
+    signature; this runs their weight-norm lines on a conv built with group=.)"""
+    conv = nn.Conv1d(16, 16, 8, pad_mode="pad", padding=4, group=2, has_bias=True)
+    weight_norm = nn.utils.weight_norm
+    if hasattr(nn.utils.parametrizations, "weight_norm"):
+        weight_norm = nn.utils.parametrizations.weight_norm
+    conv = weight_norm(conv, name="weight", axis=2)
+    assert tuple(conv.weight_g.shape) == (1, 1, 1, 8)
+    ms.mint.nn.utils.remove_weight_norm(conv)
+    assert not wn.is_weight_normed(conv)
