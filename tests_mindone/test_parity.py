@@ -40,6 +40,8 @@ def test_encodec(layout):
     tm, mm = models.encodec(layout)
     ins = models.encodec_inputs()
     assert sum(1 for n, _ in mm.parameters_and_names() if n.endswith("weight_g")) == 20
+    names = [p.name for p in mm.trainable_params()]
+    assert len(names) == len(set(names))
     _check(compare(mm.encoder, tm.encoder, ins["encoder"], ms.PYNATIVE_MODE), layers=10)
     _check(compare(mm.decoder, tm.decoder, ins["decoder"], ms.PYNATIVE_MODE), layers=10)
     # GRAPH_MODE: the weight-normed convs (the encoder fails to compile in mindone's nn.LSTM code, and
@@ -87,6 +89,8 @@ def _vocoder(build, inputs):
     n_torch = len([n for n, _ in tm.named_parameters() if n.endswith("original0")])
     n_ms = len([n for n, _ in mm.parameters_and_names() if n.endswith("weight_g")])
     assert n_ms == n_torch == 12
+    names = [p.name for p in mm.trainable_params()]
+    assert len(names) == len(set(names))  # GRAPH_MODE and optimizers need unique names
     _check(compare(mm, tm, inputs, ms.PYNATIVE_MODE), layers=12)
     # GRAPH_MODE on a residual block (the whole model fails in mindone's own transpose(1, 2)).
     x = np.random.default_rng(6).standard_normal((1, 8, 10)).astype(np.float32)

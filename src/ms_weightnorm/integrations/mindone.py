@@ -81,7 +81,10 @@ class WeightNorm(nn.Cell):
 
     def __init__(self, weight_norm_cell: nn.Cell, dim: Optional[int] = 0, name: str = "weight", *,
                  axis: Optional[int] = None):
-        super().__init__()
+        # auto_prefix=False: the wrapper adds no "weight_norm_cell." to the layer's Parameter names.
+        # Where mindone drops the wrapper (apply_weight_norm), a prefix would give every layer the
+        # same names and GRAPH_MODE refuses duplicate names; kept, the parent's prefix still applies.
+        super().__init__(auto_prefix=False)
         if axis is not None:
             if dim not in (0, axis):
                 raise TypeError(f"WeightNorm got dim={dim} and axis={axis}; pass one of them (axis= is another name "
