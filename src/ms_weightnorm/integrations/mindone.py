@@ -76,7 +76,7 @@ class WeightNorm(nn.Cell):
     (True, (1, 1, 1, 5), True)
     >>> wrapper.remove_weight_norm()
     >>> sorted(n for n, _ in conv.parameters_and_names())
-    ['bias', 'weight']
+    ['weight']
     """
 
     def __init__(self, weight_norm_cell: nn.Cell, dim: Optional[int] = 0, name: str = "weight", *,
