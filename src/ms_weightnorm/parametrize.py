@@ -339,7 +339,7 @@ class ComputedTensor(Tensor):
 
 
 class _ComputedProperty(property):
-    """A read-only computed attribute.
+    """A computed attribute; setting it re-splits the value (:func:`assign_parametrized`).
 
     MindSpore's graph parser recognises ``property`` subclasses and compiles ``fget`` into the
     graph, so GRAPH_MODE and ``ms.jit`` never run ``__get__`` below. PyNative reads go through

@@ -200,8 +200,9 @@ def weight_norm(module: nn.Cell = _UNSET, name: str = "weight", dim: F.Dim = 0, 
     ``<name>_v`` (direction, the weight's shape). Reading ``module.<name>`` then gives
     ``g * v / ||v||``, computed inside the traced computation, so gradients reach ``g`` and
     ``v`` in PyNative, GRAPH_MODE and ``ms.jit``. At apply time ``g = ||w||``: the layer's
-    output does not change. The computed weight is read-only: set ``<name>_v``/``<name>_g``,
-    or remove weight norm first, to change it.
+    output does not change. Setting the computed weight (``module.<name> = X`` or
+    ``module.<name>.set_data(X)``, outside a compiled graph) re-splits it: ``g = ||X||``,
+    ``v = X``, as PyTorch's parametrizations do, so weight-init code may run afterwards.
 
     ``dim`` is the axis kept (PyTorch's meaning); ``None`` or ``-1`` normalize the whole
     tensor. Note MindSpore's layouts: ``nn.Conv1d`` weights are ``(out, in, 1, k)``, so
