@@ -280,3 +280,14 @@ def test_spectral_norm_refuses_assignment_and_says_it_has_no_inverse():
                                                  r"set.*cell.weight_orig.set_data.*remove_spectral_norm"):
             call()
     np.testing.assert_array_equal(layer.weight_orig.asnumpy(), before)
+
+
+def test_a_layer_built_under_no_init_parameters_can_be_parametrized():
+    """mindone's from_pretrained builds models under no_init_parameters: Parameters without data."""
+    from mindspore.nn.utils import no_init_parameters
+    with no_init_parameters():
+        layer = nn.Dense(3, 2)
+        assert layer.weight.has_init
+        weight_norm(layer)
+    w = layer.weight.asnumpy()
+    np.testing.assert_allclose(np.linalg.norm(w, axis=1), layer.weight_g.asnumpy().ravel(), rtol=1e-5)

@@ -20,21 +20,27 @@ import torch
 NEW, OLD = "parametrizations", "weight_g/weight_v"
 
 
+_NEW_G, _NEW_V = "parametrizations.weight.original0", "parametrizations.weight.original1"
+
+
 def save_checkpoint(torch_model, layout: str) -> str:
-    """Write ``torch_model`` with save_pretrained; ``OLD`` renames weight norm to torch.nn.utils.weight_norm's keys."""
+    """Write ``torch_model`` with save_pretrained, its weight-norm keys renamed to ``layout``:
+    ``OLD`` is torch.nn.utils.weight_norm's ``weight_g``/``weight_v``, ``NEW`` its
+    parametrizations' ``original0``/``original1`` (same tensors, same shapes)."""
+    import glob
+    from safetensors.torch import load_file, save_file
     out = tempfile.mkdtemp(prefix="ms_weightnorm_mindone_")
     torch_model.save_pretrained(out, safe_serialization=True)
-    if layout == OLD:
-        from safetensors.torch import load_file, save_file
-        path = os.path.join(out, "model.safetensors")
-        state = load_file(path)
-        renamed = {}
-        for k, v in state.items():
-            k = k.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1",
-                                                                                   "weight_v")
-            renamed[k] = v
-        assert renamed.keys() != state.keys() or not any("original0" in k for k in state)
-        save_file(renamed, path, metadata={"format": "pt"})
+    (path,) = glob.glob(os.path.join(out, "*.safetensors"))
+    state = load_file(path)
+    renamed = {}
+    for k, v in state.items():
+        if layout == OLD:
+            k = k.replace(_NEW_G, "weight_g").replace(_NEW_V, "weight_v")
+        elif k.endswith(("weight_g", "weight_v")):
+            k = k[: -len("weight_g")] + (_NEW_G if k.endswith("g") else _NEW_V)
+        renamed[k] = v
+    save_file(renamed, path, metadata={"format": "pt"})
     return out
 
 
@@ -44,13 +50,18 @@ def rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
 
-def torch_weight_norm_keys(torch_module) -> List[str]:
-    """The torch Parameter names of g (``...original0``) of every weight-normed layer."""
-    return [n for n, _ in torch_module.named_parameters() if n.endswith("parametrizations.weight.original0")]
+def torch_weight_norm_keys(torch_module) -> List[Tuple[str, str, str]]:
+    """``(prefix, g key, v key)`` of every weight-normed layer, in either torch implementation."""
+    found = []
+    for n, _ in torch_module.named_parameters():
+        if n.endswith(_NEW_G):
+            found.append((n[: -len(_NEW_G)], n, n[: -len(_NEW_G)] + _NEW_V))
+        elif n == "weight_g" or n.endswith(".weight_g"):
+            found.append((n[: -len("weight_g")], n, n[: -len("weight_g")] + "weight_v"))
+    return found
 
 
-def _ms_key(torch_g_key: str, ms_names: Sequence[str], suffix: str) -> Optional[str]:
-    base = torch_g_key[: -len("parametrizations.weight.original0")]
+def _ms_key(base: str, ms_names: Sequence[str], suffix: str) -> Optional[str]:
     for cand in (f"{base}weight_{suffix}", f"{base}weight_norm_cell.weight_{suffix}"):
         if cand in ms_names:
             return cand
@@ -82,9 +93,9 @@ def compare(ms_cell, torch_cell, inputs: Sequence[np.ndarray], mode: int, out_in
         g_keys = torch_weight_norm_keys(torch_cell)
         ms_params = dict(ms_cell.parameters_and_names())
         pairs: List[Tuple[str, str, str]] = []  # (torch key, ms key, "g"/"v")
-        for gk in g_keys:
-            for suffix, tk in (("g", gk), ("v", gk[:-1] + "1")):
-                mk = _ms_key(gk, list(ms_params), suffix)
+        for base, gk, vk in g_keys:
+            for suffix, tk in (("g", gk), ("v", vk)):
+                mk = _ms_key(base, list(ms_params), suffix)
                 if mk is not None:
                     pairs.append((tk, mk, suffix))
         weights = [ms_params[mk] for _, mk, _ in pairs]

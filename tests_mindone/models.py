@@ -78,3 +78,22 @@ def fastspeech2_hifigan(layout=NEW):
 
 def fastspeech2_hifigan_inputs():
     return [np.random.default_rng(4).standard_normal((1, 6, 8)).astype(np.float32)]
+
+
+def oobleck(layout=NEW):
+    """diffusers' AutoencoderOobleck: torch.nn.utils.weight_norm in torch, mindone's WeightNorm in
+    the port, both in the constructors; loaded through mindone.diffusers' from_pretrained."""
+    import diffusers
+    import mindone.diffusers as md
+    kwargs = dict(encoder_hidden_size=4, downsampling_ratios=[2, 2], channel_multiples=[1, 2], decoder_channels=4,
+                  decoder_input_channels=4, audio_channels=1)
+    torch.manual_seed(0)
+    tm = diffusers.AutoencoderOobleck(**kwargs).eval()
+    path = save_checkpoint(tm, layout)
+    mm = md.AutoencoderOobleck.from_pretrained(path)
+    mm.set_train(False)
+    return tm, mm
+
+
+def oobleck_inputs():
+    return [np.random.default_rng(7).standard_normal((1, 1, 32)).astype(np.float32)]

@@ -124,3 +124,14 @@ def test_from_pretrained_reports_no_weight_norm_key_missing_or_unexpected():
         wn_keys = [k for k in list(info["missing_keys"]) + list(info["unexpected_keys"])
                    if "weight_g" in k or "weight_v" in k or "original" in k]
         assert wn_keys == [], (layout, info)
+
+
+@pytest.mark.parametrize("layout", [NEW, OLD])
+def test_diffusers_autoencoder_oobleck(layout):
+    """Through mindone.diffusers' own loader (built under no_init_parameters); torch uses the old
+    torch.nn.utils.weight_norm here."""
+    tm, mm = models.oobleck(layout)
+    _check(compare(mm.encoder, tm.encoder, models.oobleck_inputs(), ms.PYNATIVE_MODE), layers=16)
+    x = np.random.default_rng(8).standard_normal((1, 4, 12)).astype(np.float32)
+    _check(compare(mm.encoder.block[0].res_unit1.conv1, tm.encoder.block[0].res_unit1.conv1, [x], ms.GRAPH_MODE),
+           layers=1)

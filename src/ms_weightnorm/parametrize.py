@@ -640,7 +640,10 @@ class _Group:
     def prepare(self) -> None:
         """Everything that can fail: validation and the split values. Changes nothing."""
         self.validate()
-        self.values = tuple(self.parametrization.split(self.weight))
+        # A Parameter built under mindspore's no_init_parameters (mindone's from_pretrained does)
+        # has no data yet: initialize it, since g and v are computed from its values.
+        weight = _concrete(self.weight, f"{cell_label(self.members[0][1])}, Parameter '{self.members[0][2]}'")
+        self.values = tuple(self.parametrization.split(weight))
 
     def validate(self) -> None:
         self.entries = []

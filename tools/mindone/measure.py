@@ -42,6 +42,14 @@ def _cases():
         yield ("Wav2Vec2 positional conv (dim=2)", layout, "GRAPH", lambda layout=layout: models.wav2vec2(layout),
                lambda tm, mm: [(mm.encoder.pos_conv_embed.conv, tm.encoder.pos_conv_embed.conv,
                                 [w2v_in[0].transpose(0, 2, 1).copy()])], G)
+    oob_in = models.oobleck_inputs()
+    oob_x = [np.random.default_rng(8).standard_normal((1, 4, 12)).astype(np.float32)]
+    for layout in (NEW, OLD):
+        yield ("diffusers AutoencoderOobleck encoder (16 convs)", layout, "PyNative",
+               lambda layout=layout: models.oobleck(layout), lambda tm, mm: [(mm.encoder, tm.encoder, oob_in)], P)
+        yield ("diffusers AutoencoderOobleck (one residual-unit conv)", layout, "GRAPH",
+               lambda layout=layout: models.oobleck(layout),
+               lambda tm, mm: [(mm.encoder.block[0].res_unit1.conv1, tm.encoder.block[0].res_unit1.conv1, oob_x)], G)
     for name, build, ins in (("SpeechT5HifiGan (12 convs)", models.speecht5_hifigan, models.speecht5_hifigan_inputs()),
                              ("FastSpeech2ConformerHifiGan (12 convs)", models.fastspeech2_hifigan,
                               models.fastspeech2_hifigan_inputs())):
