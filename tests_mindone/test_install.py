@@ -89,6 +89,10 @@ def test_mindone_call_forms():
     layer = nn.Conv1d(2, 2, 3)
     W(layer)
     assert wn.is_weight_normed(layer)
+    import copy
+    twin = copy.deepcopy(layer)  # the method given to the layer follows a copy
+    twin.remove_weight_norm()
+    assert not wn.is_weight_normed(twin) and wn.is_weight_normed(layer)
     layer.remove_weight_norm()
     assert not wn.is_weight_normed(layer) and "remove_weight_norm" not in vars(layer)
     # The class-call form of UnivNet and Xcodec.
