@@ -97,3 +97,21 @@ def oobleck(layout=NEW):
 
 def oobleck_inputs():
     return [np.random.default_rng(7).standard_normal((1, 1, 32)).astype(np.float32)]
+
+
+def dac(layout=NEW):
+    import transformers
+    import mindone.transformers as mt
+    cfg = transformers.DacConfig(encoder_hidden_size=4, downsampling_ratios=[2, 2], decoder_hidden_size=8, n_codebooks=2,
+                                 codebook_size=16, codebook_dim=4, hidden_size=8)
+    return _build(transformers.DacModel, mt.DacModel, cfg, layout, vocoder=True)
+
+
+def univnet(layout=NEW):
+    import transformers
+    import mindone.transformers as mt
+    cfg = transformers.UnivNetConfig(model_in_channels=4, model_hidden_channels=4, num_mel_bins=4,
+                                     resblock_kernel_sizes=[3], resblock_stride_sizes=[2],
+                                     resblock_dilation_sizes=[[1, 3]], kernel_predictor_num_blocks=1,
+                                     kernel_predictor_hidden_channels=4, kernel_predictor_conv_size=3)
+    return _build(transformers.UnivNetModel, mt.UnivNetModel, cfg, layout, vocoder=True)

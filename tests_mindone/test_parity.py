@@ -135,3 +135,31 @@ def test_diffusers_autoencoder_oobleck(layout):
     x = np.random.default_rng(8).standard_normal((1, 4, 12)).astype(np.float32)
     _check(compare(mm.encoder.block[0].res_unit1.conv1, tm.encoder.block[0].res_unit1.conv1, [x], ms.GRAPH_MODE),
            layers=1)
+
+
+@pytest.mark.parametrize("build, n, own_remover", [(models.dac, 36, False), (models.univnet, 10, True)],
+                         ids=["DAC", "UnivNet"])
+def test_apply_weight_norm_that_was_a_no_op_gives_torchs_g_and_v(build, n, own_remover):
+    """DAC and UnivNet (mint.nn.Conv1d, 3-D weights) use kernels the CPU lacks in their forward, so
+    this compares what apply_weight_norm() builds: the same layers as torch, with torch's g and v.
+    UnivNet's remove_weight_norm calls WeightNorm.remove_weight_norm(layer) on the class; DAC's
+    remove_weight_norm body is commented out in mindone 0.5.0, so remove_all_weight_norm stands in.)"""
+    from harness import torch_weight_norm_keys, _ms_key
+    tm, mm = build(NEW)
+    keys = torch_weight_norm_keys(tm)
+    ms_params = dict(mm.parameters_and_names())
+    assert len(keys) == n and sum(1 for k in ms_params if k.endswith("weight_g")) == n
+    t_params = dict(tm.named_parameters())
+    for base, gk, vk in keys:
+        for suffix, tk in (("g", gk), ("v", vk)):
+            mk = _ms_key(base, list(ms_params), suffix)
+            assert mk is not None, (base, suffix)
+            t = t_params[tk].detach().numpy()
+            m = ms_params[mk].asnumpy()
+            assert m.size == t.size
+            np.testing.assert_allclose(m.reshape(t.shape), t, rtol=1e-5, atol=1e-7)
+    if own_remover:
+        mm.remove_weight_norm()
+    else:
+        assert len(wn.remove_all_weight_norm(mm)) == n
+    assert _no_weight_norm_left(mm)
