@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the mindone integration tests (tests_mindone/) in a venv of their own, .venv-mindone,
-# created and filled on first use: mindone 0.5.x with the MindSpore, transformers and diffusers
+# created and filled on first use: mindone 0.5.0 (the release install() was tested with) with the MindSpore, transformers and diffusers
 # releases it mirrors, PyTorch 2.13.0 CPU as the reference, numpy<2 and pytest. The main test run
 # never imports mindone; this is the only place it is installed.
 # Usage: bash tools/mindone/run_tests.sh [pytest options]
@@ -12,7 +12,7 @@ venv="${MS_WEIGHTNORM_MINDONE_VENV:-$repo/.venv-mindone}"
 say() { echo "tools/mindone/run_tests.sh: $*" >&2; }
 
 # The versions the integration was tested with; install() refuses other mindone releases.
-pins=("mindone>=0.5.0,<0.6" "mindspore==2.7.1" "transformers==4.57.1" "diffusers==0.35.1" "torch==2.13.0" "numpy<2" "pytest>=7")
+pins=("mindone==0.5.0" "mindspore==2.7.1" "transformers==4.57.1" "diffusers==0.35.1" "torch==2.13.0" "numpy<2" "pytest>=7")
 want="$(printf '%s\n' "${pins[@]}" | cksum | cut -d' ' -f1)"
 stamp="$venv/.ms_weightnorm_mindone_installed"
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
