@@ -186,8 +186,108 @@ def test_a_subclass_calling_super_by_name_compiles_after_registration(mode):
     P.register_parametrization(layer, "weight", Scaled())
     assert type(layer).__name__ != "DoubledConv" and P.class_name(layer) == "DoubledConv"
     np.testing.assert_allclose(layer(x).asnumpy(), before, rtol=1e-5, atol=1e-6)
-    with pytest.raises(AttributeError, match=r"DoubledConv.*'weight'"):
-        layer.weight = layer.weight_u
+    with pytest.raises(ValueError, match=r"DoubledConv cell, setting 'weight': the value has shape"):
+        layer.weight = layer.weight_u[:1]
     P.remove_parametrization(layer, "weight")
     assert type(layer) is DoubledConv
     np.testing.assert_allclose(layer(x).asnumpy(), before, rtol=1e-5, atol=1e-6)
+
+
+# --- assignment re-splits (PyTorch's right_inverse) ------------------------------------------
+
+def test_assignment_re_splits_through_a_custom_parametrization(mode):
+    """cell.weight = X and cell.weight.set_data(X) store split(X); the next call (a compiled graph
+    too) computes with X."""
+    layer = P.register_parametrization(nn.Dense(3, 2), "weight", Scaled())
+    x = Tensor(np.ones((1, 3), np.float32))
+    layer(x)  # compile (in GRAPH_MODE) before the assignment
+    w = np.arange(6, dtype=np.float32).reshape(2, 3)
+    layer.weight = Tensor(w)
+    np.testing.assert_allclose(layer.weight_u.asnumpy(), w / 2)
+    np.testing.assert_allclose(layer(x).asnumpy(), w.sum(1)[None] + layer.bias.asnumpy(), rtol=1e-6)
+    layer.weight.set_data(Tensor(-w))
+    np.testing.assert_allclose(layer(x).asnumpy(), -w.sum(1)[None] + layer.bias.asnumpy(), rtol=1e-6)
+
+
+def test_assignment_materializes_initializer_tensors():
+    """Model init code sets weights to lazy initializer tensors (no data until init_data())."""
+    from mindspore.common.initializer import Constant, initializer
+    layer = weight_norm(nn.Conv2d(2, 3, 3))
+    layer.weight.set_data(initializer(Constant(0.5), layer.weight.shape, layer.weight.dtype))
+    np.testing.assert_allclose(layer.weight_v.asnumpy(), 0.5)
+    np.testing.assert_allclose(layer.weight_g.asnumpy().ravel(), [0.5 * np.sqrt(18)] * 3, rtol=1e-6)
+    layer.weight = initializer(Constant(2.0), (3, 2, 3, 3), ms.float32)
+    np.testing.assert_allclose(layer.weight.asnumpy(), 2.0, rtol=1e-6)
+
+
+def test_assignment_inside_a_compiled_graph_stays_an_error():
+    """Inside a graph the weight is a computed value: MindSpore refuses to set it and nothing changes."""
+
+    class SetsItsWeight(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.dense = weight_norm(nn.Dense(3, 2))
+
+        def construct(self, x):
+            self.dense.weight.set_data(x)
+            return self.dense(x)
+
+    ms.set_context(mode=ms.GRAPH_MODE)
+    try:
+        net = SetsItsWeight()
+        before = (net.dense.weight_g.asnumpy().copy(), net.dense.weight_v.asnumpy().copy())
+        with pytest.raises(AttributeError, match="set_data"):
+            net(Tensor(np.ones((2, 3), np.float32)))
+        np.testing.assert_array_equal(net.dense.weight_g.asnumpy(), before[0])
+        np.testing.assert_array_equal(net.dense.weight_v.asnumpy(), before[1])
+    finally:
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
+def test_assignment_is_seen_by_a_jit_function_compiled_before():
+    layer = weight_norm(nn.Dense(3, 2))
+    x = Tensor(np.ones((1, 3), np.float32))
+
+    @ms.jit
+    def forward(x_):
+        return layer(x_)
+
+    forward(x)
+    w = np.full((2, 3), 0.25, np.float32)
+    layer.weight = Tensor(w)
+    np.testing.assert_allclose(forward(x).asnumpy(), w.sum(1)[None] + layer.bias.asnumpy(), rtol=1e-6)
+
+
+def test_assignment_to_a_tied_weight_reaches_every_holder():
+    net = nn.SequentialCell([nn.Dense(3, 3), nn.Dense(3, 3)])
+    net[1].weight = net[0].weight
+    from ms_weightnorm import apply_weight_norm
+    apply_weight_norm(net)
+    w = np.eye(3, dtype=np.float32) * 3
+    net[1].weight = Tensor(w)
+    np.testing.assert_allclose(net[0].weight.asnumpy(), w, rtol=1e-6)
+    assert net[0].weight_g is net[1].weight_g
+
+
+def test_spectral_norm_refuses_assignment_and_says_it_has_no_inverse():
+    from ms_weightnorm import spectral_norm
+    layer = spectral_norm(nn.Dense(3, 4))
+    before = layer.weight_orig.asnumpy().copy()
+    for call in (lambda: setattr(layer, "weight", Tensor(np.ones((4, 3), np.float32))),
+                 lambda: layer.weight.set_data(Tensor(np.ones((4, 3), np.float32)))):
+        with pytest.raises(AttributeError, match=r"Dense cell: 'weight' is computed by spectral norm from 'weight_orig'"
+                                                 r" on every read \(spectral norm has no inverse.*\), so it cannot be "
+                                                 r"set.*cell.weight_orig.set_data.*remove_spectral_norm"):
+            call()
+    np.testing.assert_array_equal(layer.weight_orig.asnumpy(), before)
+
+
+def test_a_layer_built_under_no_init_parameters_can_be_parametrized():
+    """mindone's from_pretrained builds models under no_init_parameters: Parameters without data."""
+    from mindspore.nn.utils import no_init_parameters
+    with no_init_parameters():
+        layer = nn.Dense(3, 2)
+        assert layer.weight.has_init
+        weight_norm(layer)
+    w = layer.weight.asnumpy()
+    np.testing.assert_allclose(np.linalg.norm(w, axis=1), layer.weight_g.asnumpy().ravel(), rtol=1e-5)

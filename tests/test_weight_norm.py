@@ -9,6 +9,7 @@ from mindspore import Parameter, mint, nn, ops
 
 import ms_weightnorm as wn
 from ms_weightnorm import functional as F
+from ms_weightnorm.weight_norm import torch_dim
 
 from helpers import SumSquares, grads, np_norm_except_dim, np_weight_norm_grads, param_names
 
@@ -348,10 +349,17 @@ def test_errors_name_the_cell_and_parameter_and_change_nothing():
     np.testing.assert_array_equal(layer.weight_g.asnumpy(), snapshot[2])
 
 
-def test_computed_weight_is_read_only():
-    layer = wn.weight_norm(nn.Dense(3, 2))
-    with pytest.raises(AttributeError, match="weight_v"):
-        layer.weight = Parameter(ms.Tensor(np.zeros((2, 3), np.float32)), name="weight")
+def test_assigning_the_computed_weight_re_splits_it():
+    layer = wn.weight_norm(nn.Dense(3, 2), dim=None)
+    x = np.array([[3, 0, 0], [0, 4, 0]], np.float32)
+    layer.weight = Parameter(ms.Tensor(x), name="weight")
+    assert "weight" not in layer._params and sorted(layer._params) == ["bias", "weight_g", "weight_v"]
+    np.testing.assert_allclose(layer.weight_g.asnumpy(), 5.0)
+    np.testing.assert_allclose(layer.weight.asnumpy(), x, rtol=1e-6)
+    layer.weight = x * 2  # numpy arrays too
+    np.testing.assert_allclose(layer.weight_g.asnumpy(), 10.0)
+    with pytest.raises(TypeError, match="expected a mindspore Tensor, Parameter or numpy array, got list"):
+        layer.weight = [[1.0]]
 
 
 def test_warns_when_dim_keeps_a_size_one_axis():
@@ -610,16 +618,24 @@ def test_numpy_scalars_for_eps_and_dim_and_bools_refused():
 
 # --- the computed weight explains itself ----------------------------------------------------
 
-def test_set_data_on_the_computed_weight_says_what_to_do():
+def test_set_data_on_the_computed_weight_re_splits_it():
+    """PyTorch's right_inverse: setting the weight sets g = ||X|| and v = X, so reads give X."""
     layer = wn.weight_norm(nn.Dense(3, 2))
     w = layer.weight
     np.testing.assert_allclose(w.asnumpy(), F.weight_norm(layer.weight_v, layer.weight_g, 0).asnumpy())
-    for call in (lambda: w.set_data(w * 2), lambda: w.assign_value(w * 2)):
-        with pytest.raises(AttributeError, match=r"Dense cell: 'weight' is computed by weight norm from 'weight_g', "
-                                                 r"'weight_v'.*cell.weight_v.set_data.*remove_weight_norm\(cell, "
-                                                 r"'weight'\)"):
-            call()
+    x = np.array([[3, 4, 0], [0, 0, -2]], np.float32)
+    for call in (lambda v: w.set_data(v), lambda v: w.assign_value(v)):
+        call(ms.Tensor(x))
+        np.testing.assert_allclose(layer.weight_g.asnumpy().ravel(), np.linalg.norm(x, axis=1))
+        np.testing.assert_allclose(layer.weight_v.asnumpy(), x)
+        np.testing.assert_allclose(layer.weight.asnumpy(), x, rtol=1e-6)
+        np.testing.assert_allclose(w.asnumpy(), x, rtol=1e-6)  # the tensor read earlier follows
+        x = x * 2
     assert type(w * 2) is ms.Tensor  # results of operations are plain tensors
+    with pytest.raises(ValueError, match=r"Dense cell, setting 'weight': the value has shape \(3, 2\), the weight "
+                                         r"has shape \(2, 3\)"):
+        w.set_data(ms.Tensor(np.ones((3, 2), np.float32)))
+    np.testing.assert_allclose(layer.weight_v.asnumpy(), x / 2)  # unchanged by the refusal
     with pytest.raises(AttributeError, match="'w_ih_list' is computed by weight norm"):
         wn.weight_norm(nn.LSTM(3, 4), "weight_ih_l0").w_ih_list = ()
     # The recipe in the message works.
@@ -907,3 +923,45 @@ def test_parametrization_defaults_and_eps_validation():
         with pytest.raises((TypeError, ValueError), match=r"^Dense cell, Parameter 'weight': eps must be "):
             wn.weight_norm(fresh, eps=bad)
         assert type(fresh) is nn.Dense and param_names(fresh) == ["weight", "bias"]
+
+
+# --- PyTorch's dim on MindSpore's Conv1d layouts ------------------------------------------------
+
+@pytest.mark.parametrize("cls", [nn.Conv1d, nn.Conv1dTranspose])
+def test_torch_dim_gives_pytorch_g_values_on_conv1d(cls):
+    """torch.nn.utils.weight_norm(conv, dim=d) on the 3-D weight gives the g of weight_norm(dim=torch_dim(conv, d))
+    on MindSpore's 4-D (a, b, 1, k) weight, with the size-1 axis added."""
+    rng = np.random.default_rng(5)
+    for d, expect_axis in ((0, 0), (1, 1), (2, 3), (-1, -1), (-2, 1), (-3, 0), (None, None)):
+        conv = cls(4, 6, 5)
+        w = rng.standard_normal(tuple(conv.weight.shape)).astype(np.float32)
+        conv.weight.set_data(ms.Tensor(w))
+        assert torch_dim(conv, d) == expect_axis
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no size-1-axis warning on the translated dim
+            wn.weight_norm(conv, dim=torch_dim(conv, d))
+        w3 = w[:, :, 0, :]
+        if d is None or d == -1:
+            g3 = np.sqrt((w3 ** 2).sum())
+        else:
+            keep = d % 3
+            g3 = np.sqrt((w3 ** 2).sum(axis=tuple(i for i in range(3) if i != keep), keepdims=True))
+        g = conv.weight_g.asnumpy()
+        assert g.size == np.size(g3)
+        np.testing.assert_allclose(g.ravel(), np.ravel(g3), rtol=1e-5)
+        np.testing.assert_allclose(conv.weight.asnumpy(), w, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"Conv1d.*PyTorch's dim=3 is out of range for its 3-D weight"):
+        torch_dim(nn.Conv1d(2, 2, 3), 3)
+    assert torch_dim(nn.Dense(2, 3), 1) == 1  # other layers have PyTorch's layout
+
+
+def test_conv1d_set_data_with_initializer_re_splits_on_the_kernel_axis():
+    """The mindone Wav2Vec2 init: set_data(initializer(...)) on a positional conv normed over torch's dim=2."""
+    from mindspore.common.initializer import Normal, initializer
+    conv = nn.Conv1d(4, 4, 3, group=2)
+    wn.weight_norm(conv, dim=torch_dim(conv, 2))
+    conv.weight.set_data(initializer(Normal(0.5), conv.weight.shape, conv.weight.dtype))
+    v = conv.weight_v.asnumpy()
+    np.testing.assert_allclose(conv.weight_g.asnumpy(), np.sqrt((v ** 2).sum(axis=(0, 1, 2), keepdims=True)),
+                               rtol=1e-5)
+    np.testing.assert_allclose(conv.weight.asnumpy(), v, rtol=1e-5, atol=1e-6)

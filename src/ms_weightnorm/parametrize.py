@@ -3,8 +3,9 @@
 Why a class swap: MindSpore layers read their weight as ``self.weight`` inside
 ``construct``. Assigning a computed value into that Parameter (``P.Assign``, ``set_data``)
 cuts the computation graph, so the new Parameters get zero gradients. Instead, the cell's
-class is swapped for a cached subclass in which ``weight`` is a read-only ``property``
-that computes the weight from the new Parameters. The property body is ordinary Python
+class is swapped for a cached subclass in which ``weight`` is a ``property`` that computes
+the weight from the new Parameters (assigning it re-splits the value into them, outside
+compiled graphs). The property body is ordinary Python
 that MindSpore parses into the graph in GRAPH_MODE and runs eagerly in PyNative, so both
 modes share one code path and gradients flow to the new Parameters.
 
@@ -44,6 +45,7 @@ __all__ = [
     "parametrizations",
     "is_parametrized",
     "original_class",
+    "assign_parametrized",
 ]
 
 
@@ -64,6 +66,10 @@ class Parametrization:
       training flag (a Python bool), and may update the state with ``ops.assign``; with the
       flag False it must leave the state alone (removal folds the weight that way).
 
+    Assigning the computed attribute outside a compiled graph (``cell.<name> = X``,
+    ``cell.<name>.set_data(X)``) sets the new Parameters to ``split(X)``: PyTorch's
+    ``right_inverse``. Parametrizations without an inverse set ``no_inverse`` and refuse it.
+
     Error messages name the parametrization by its ``label`` attribute ("weight norm" when
     it has none) and point to ``remove_<label>``.
     """
@@ -73,6 +79,11 @@ class Parametrization:
     kind: str = "a parametrization"
     remover: str = "remove_parametrization"
     state_suffixes: Tuple[str, ...] = ()
+    # Assigning the computed attribute (``cell.weight = X``, ``cell.weight.set_data(X)``) re-splits
+    # X with ``split`` (PyTorch's ``right_inverse``). A parametrization whose ``split`` is no
+    # inverse of ``compose`` sets ``no_inverse`` to the sentence that explains why; assignment
+    # then raises it.
+    no_inverse: Optional[str] = None
 
     def split(self, weight: Tensor) -> Tuple[Tensor, ...]:  # pragma: no cover - interface
         raise NotImplementedError
@@ -198,9 +209,10 @@ def _make_tuple_getter(slots: Tuple[str, ...], getters: Dict[str, Callable]) -> 
     return get_tuple
 
 
-def _read_only_message(cell_name: str, attr: str, sources: Tuple[str, ...], kind: str, remover: str) -> str:
+def _read_only_message(cell_name: str, attr: str, sources: Tuple[str, ...], kind: str, remover: str,
+                       why: str = "") -> str:
     return (f"{cell_name} cell: '{attr}' is computed by {kind} from {', '.join(repr(s) for s in sources)} on "
-            f"every read, so it cannot be set. Set those instead (e.g. cell.{sources[-1]}.set_data(...)), "
+            f"every read{why}, so it cannot be set. Set those instead (e.g. cell.{sources[-1]}.set_data(...)), "
             f"or remove {kind} first ({remover}(cell, '{attr}')) and then set cell.{attr}")
 
 
@@ -212,6 +224,73 @@ def _read_only(entry: _Entry, attr: Optional[str] = None) -> Callable[[Any, Any]
     def fail(self, value):
         raise AttributeError(_read_only_message(class_name(self), *origin))
     return fail
+
+
+def _assigner(entry: _Entry) -> Callable[[Any, Any], None]:
+    def assign(self, value):
+        assign_parametrized(self, entry.name, value)
+    return assign
+
+
+def _concrete(value: Any, where: str) -> Tensor:
+    """``value`` as a Tensor holding data: lazy initializer tensors are materialized."""
+    if isinstance(value, np.ndarray):
+        return Tensor(value)
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{where}: expected a mindspore Tensor, Parameter or numpy array, got {type(value).__name__}")
+    # ``initializer(...)`` (and Parameters built under mindspore's no_init_parameters) hold no data
+    # until init_data(); their shape and dtype are known, their values are not.
+    if getattr(value, "init", None) is not None or getattr(value, "has_init", False):
+        value = value.init_data()
+    return value
+
+
+def assign_parametrized(cell: nn.Cell, name: str, value: Any) -> None:
+    """Set the parametrized attribute ``cell.<name>`` to ``value`` by re-splitting it.
+
+    The new Parameters get ``split(value)`` (PyTorch's ``right_inverse``): for weight norm
+    ``g = ||value||`` and ``v = value``, so reading ``cell.<name>`` afterwards gives ``value``.
+    This is what ``cell.<name> = value`` and ``cell.<name>.set_data(value)`` do outside a compiled
+    graph; model init code that runs after weight norm (``initializer(...)`` values included)
+    then works. ``value`` must have the weight's shape; it is cast to the Parameters' dtype.
+    Cells sharing the Parameters (a kept tie) see the new value too. Parametrizations without
+    an inverse (spectral norm) raise ``AttributeError`` and change nothing.
+
+    >>> import numpy as np
+    >>> from mindspore import nn, Tensor
+    >>> from ms_weightnorm import weight_norm
+    >>> dense = weight_norm(nn.Dense(3, 2))
+    >>> dense.weight = Tensor(np.array([[3, 4, 0], [0, 0, 2]], np.float32))
+    >>> dense.weight_g.asnumpy().ravel().tolist(), dense.weight.asnumpy().tolist()
+    ([5.0, 2.0], [[3.0, 4.0, 0.0], [0.0, 0.0, 2.0]])
+    """
+    entry = next((e for e in _entries(cell) if e.name == name), None)
+    if entry is None:
+        raise ValueError(f"{cell_label(cell)}: '{name}' is not parametrized, so it cannot be re-split; set it "
+                         f"directly (cell.{name}.set_data(...))")
+    p = entry.parametrization
+    if p.no_inverse:
+        raise AttributeError(_read_only_message(class_name(cell), *_origin(entry), why=f" ({p.no_inverse})"))
+    where = f"{cell_label(cell)}, setting '{name}'"
+    value = _concrete(value, where)
+    params = tuple(own_params(cell)[n] for n in entry.param_names())
+    shape = tuple(getattr(cell, name).shape)
+    if tuple(value.shape) != shape:
+        raise ValueError(f"{where}: the value has shape {tuple(value.shape)}, the weight has shape {shape}; "
+                         f"pass a value of the weight's shape (it is split into {', '.join(entry.param_names())})")
+    dtype = params[0].dtype
+    parts = p.split(value.astype(dtype))
+    parts = [Tensor(part).astype(q.dtype) if not isinstance(part, Tensor) else part.astype(q.dtype)
+             for part, q in zip(parts, params)]
+    for part, q in zip(parts, params):
+        if tuple(part.shape) != tuple(q.shape):
+            raise ValueError(f"{where}: the split gives '{q.name}' the shape {tuple(part.shape)}, not its "
+                             f"shape {tuple(q.shape)}; nothing was changed")
+    # Only the trainable Parameters: state (if any) keeps its value, as in PyTorch.
+    for part, q in list(zip(parts, params))[:len(p.suffixes)]:
+        q.set_data(part)
+    # set_data is not seen by graphs compiled under ms.jit (they captured the old data).
+    invalidate_compiled_graphs()
 
 
 def _kind(p: Parametrization) -> Tuple[str, str]:
@@ -227,11 +306,12 @@ def _origin(entry: _Entry) -> Tuple[str, Tuple[str, ...], str, str]:
 
 
 class ComputedTensor(Tensor):
-    """The value of a parametrized attribute read in PyNative: a Tensor that refuses to be set.
+    """The value of a parametrized attribute read in PyNative: a Tensor that can be set.
 
-    ``layer.weight.set_data(...)`` on a plain Tensor fails with MindSpore's generic "no attribute
-    'set_data'"; this says what the weight is and what to set instead. It is an ordinary Tensor
-    for every computation (operations on it return plain Tensors).
+    ``layer.weight.set_data(X)`` re-splits X into the new Parameters (:func:`assign_parametrized`),
+    as model init code expects of a weight; a parametrization without an inverse says what the
+    weight is and what to set instead. It is an ordinary Tensor for every computation
+    (operations on it return plain Tensors).
     """
 
     def _origin(self) -> Tuple[str, str, Tuple[str, ...]]:
@@ -240,15 +320,27 @@ class ComputedTensor(Tensor):
                        ("A parametrized", "this attribute", ("its new Parameters",), "a parametrization",
                         "remove_parametrization"))
 
-    def set_data(self, *args, **kwargs):
-        raise AttributeError(_read_only_message(*self._origin()))
+    def _reassign(self, data):
+        owner = getattr(self, "_reparam_owner", None)
+        if owner is None:  # a copy that lost its cell (e.g. a pickle round trip): refuse
+            raise AttributeError(_read_only_message(*self._origin()))
+        cell, name = owner
+        assign_parametrized(cell, name, data)
+        # Whoever keeps this tensor sees the new value too, as with a Parameter.
+        Tensor.assign_value(self, getattr(cell, name))
+        return self
 
-    def assign_value(self, *args, **kwargs):
-        raise AttributeError(_read_only_message(*self._origin()))
+    def set_data(self, data, slice_shape=False):
+        """Re-split ``data`` into the parametrization's Parameters (see :func:`assign_parametrized`)."""
+        return self._reassign(data)
+
+    def assign_value(self, value):
+        """Same as :meth:`set_data`."""
+        return self._reassign(value)
 
 
 class _ComputedProperty(property):
-    """A read-only computed attribute.
+    """A computed attribute; setting it re-splits the value (:func:`assign_parametrized`).
 
     MindSpore's graph parser recognises ``property`` subclasses and compiles ``fget`` into the
     graph, so GRAPH_MODE and ``ms.jit`` never run ``__get__`` below. PyNative reads go through
@@ -256,7 +348,7 @@ class _ComputedProperty(property):
     """
 
     def __init__(self, fget, entry: _Entry):
-        super().__init__(fget, _read_only(entry))
+        super().__init__(fget, _assigner(entry))
         self.origin = _origin(entry)
 
     def __get__(self, obj, objtype=None):
@@ -266,6 +358,7 @@ class _ComputedProperty(property):
         if type(value) is Tensor:
             value.__class__ = ComputedTensor
             value._reparam_origin = (class_name(obj),) + self.origin
+            value._reparam_owner = (obj, self.origin[0])
         return value
 
 
@@ -312,6 +405,7 @@ def _guarded_setattr(self, attr, value):
     if attr in type(self)._reparam_computed:
         # Cell.__setattr__ would store a Parameter in _params, where the property hides it.
         getattr(type(self), attr).fset(self, value)
+        return
     type(self)._reparam_base.__setattr__(self, attr, value)
 
 
@@ -556,7 +650,10 @@ class _Group:
     def prepare(self) -> None:
         """Everything that can fail: validation and the split values. Changes nothing."""
         self.validate()
-        self.values = tuple(self.parametrization.split(self.weight))
+        # A Parameter built under mindspore's no_init_parameters (mindone's from_pretrained does)
+        # has no data yet: initialize it, since g and v are computed from its values.
+        weight = _concrete(self.weight, f"{cell_label(self.members[0][1])}, Parameter '{self.members[0][2]}'")
+        self.values = tuple(self.parametrization.split(weight))
 
     def validate(self) -> None:
         self.entries = []

@@ -130,6 +130,10 @@ class SpectralNormParametrization(Parametrization):
     suffixes: ClassVar[Tuple[str, ...]] = ("orig",)
     state_suffixes: ClassVar[Tuple[str, ...]] = ("u", "v")
     label: ClassVar[str] = "spectral norm"
+    # PyTorch's spectral norm "inverts" by storing the value as the unnormalized weight, after
+    # which the layer reads value / sigma(value), not value: that is no inverse, so say so.
+    no_inverse: ClassVar[str] = ("spectral norm has no inverse: the weight is always W / sigma(W), so no "
+                                 "W gives an arbitrary value")
 
     def check(self, cell: nn.Cell, name: str, weight: Parameter) -> None:
         label = cell_label(cell)

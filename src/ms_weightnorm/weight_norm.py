@@ -33,6 +33,7 @@ __all__ = [
     "is_weight_normed",
     "weight_norms",
     "WeightNorm",
+    "torch_dim",
 ]
 
 CellTypes = Union[Type[nn.Cell], Tuple[Type[nn.Cell], ...], None]
@@ -106,6 +107,45 @@ def _check_dim(dim, where: str) -> Optional[int]:
     return operator.index(dim)  # numpy integers become plain ints
 
 
+def _torch_layout_extra_axis(cell: nn.Cell, weight) -> bool:
+    # MindSpore's nn.Conv1d/nn.Conv1dTranspose keep a 4-D weight (a, b, 1, k) where PyTorch's
+    # Conv1d/ConvTranspose1d keep (a, b, k); every other layer has PyTorch's layout.
+    conv1d = (nn.Conv1d, nn.Conv1dTranspose)
+    return (issubclass(original_class(cell), conv1d) and weight is not None and weight.ndim == 4
+            and weight.shape[2] == 1)
+
+
+def torch_dim(module: nn.Cell, dim: F.Dim, name: str = "weight") -> F.Dim:
+    """PyTorch's ``dim`` for ``module.<name>``, as the ``dim`` this library takes.
+
+    Code ported from PyTorch passes PyTorch's axis numbers: ``dim=2`` on a Conv1d is the kernel
+    axis of its 3-D ``(out, in, k)`` weight. MindSpore's ``nn.Conv1d`` and ``nn.Conv1dTranspose``
+    weights are 4-D ``(a, b, 1, k)``, so PyTorch's axes 0, 1, 2 (or -3, -2) are 0, 1, 3 here.
+    Every other layer has PyTorch's layout and ``dim`` is returned as it is, as are ``None``
+    and ``-1`` (the whole tensor, in both libraries). ``g`` then has PyTorch's values, in
+    MindSpore's layout (an extra axis of size 1; :mod:`ms_weightnorm.torch_io` maps it).
+
+    >>> from mindspore import nn
+    >>> conv = nn.Conv1d(4, 4, 5)
+    >>> torch_dim(conv, 2), torch_dim(conv, 0), torch_dim(conv, None), torch_dim(nn.Conv2d(2, 2, 3), 2)
+    (3, 0, None, 2)
+    >>> weight_norm(conv, dim=torch_dim(conv, 2)).weight_g.shape
+    (1, 1, 1, 5)
+    """
+    dim = _check_dim(dim, f"torch_dim on {cell_label(module) if isinstance(module, nn.Cell) else module!r}")
+    if not isinstance(module, nn.Cell):
+        raise TypeError(f"torch_dim: expected the mindspore.nn.Cell that owns '{name}', got a {type(module).__name__}")
+    weight = own_params(module).get(name)
+    if dim is None or dim == -1 or not _torch_layout_extra_axis(module, weight):
+        return dim
+    torch_axis = dim + 3 if dim < 0 else dim
+    if not 0 <= torch_axis < 3:
+        raise ValueError(
+            f"{cell_label(module)}, Parameter '{name}': PyTorch's dim={dim} is out of range for its 3-D "
+            f"weight (PyTorch's shape {(weight.shape[0], weight.shape[1], weight.shape[3])}); pass 0, 1, 2 or None")
+    return (0, 1, 3)[torch_axis]
+
+
 def _make_parametrization(cell: nn.Cell, name: str, dim: F.Dim, eps: float) -> WeightNormParametrization:
     """Validate ``dim``/``eps`` against ``cell.<name>`` and build the parametrization."""
     label = cell_label(cell)
@@ -127,7 +167,8 @@ def _make_parametrization(cell: nn.Cell, name: str, dim: F.Dim, eps: float) -> W
             warnings.warn(
                 f"{label}, Parameter '{name}' of shape {shape}: dim={dim} keeps an axis of size 1, so "
                 f"the norm covers the whole tensor. MindSpore's Conv1d weights are 4-D "
-                f"(out, in, 1, k): PyTorch's dim=2 on a Conv1d is dim=3 here.", stacklevel=3)
+                f"(out, in, 1, k): PyTorch's dim=2 on a Conv1d is dim=3 here "
+                f"(dim=torch_dim(cell, 2) translates PyTorch's dim).", stacklevel=3)
         elif all(n == 1 for i, n in enumerate(shape) if i != axis):
             warnings.warn(
                 f"{label}, Parameter '{name}' of shape {shape}: dim={dim} leaves only axes of size 1 "
@@ -170,12 +211,14 @@ def weight_norm(module: nn.Cell = _UNSET, name: str = "weight", dim: F.Dim = 0, 
     ``<name>_v`` (direction, the weight's shape). Reading ``module.<name>`` then gives
     ``g * v / ||v||``, computed inside the traced computation, so gradients reach ``g`` and
     ``v`` in PyNative, GRAPH_MODE and ``ms.jit``. At apply time ``g = ||w||``: the layer's
-    output does not change. The computed weight is read-only: set ``<name>_v``/``<name>_g``,
-    or remove weight norm first, to change it.
+    output does not change. Setting the computed weight (``module.<name> = X`` or
+    ``module.<name>.set_data(X)``, outside a compiled graph) re-splits it: ``g = ||X||``,
+    ``v = X``, as PyTorch's parametrizations do, so weight-init code may run afterwards.
 
     ``dim`` is the axis kept (PyTorch's meaning); ``None`` or ``-1`` normalize the whole
     tensor. Note MindSpore's layouts: ``nn.Conv1d`` weights are ``(out, in, 1, k)``, so
-    PyTorch's ``dim=2`` on a Conv1d is ``dim=3`` here. ``eps > 0`` computes
+    PyTorch's ``dim=2`` on a Conv1d is ``dim=3`` here; ``dim=torch_dim(module, 2)`` translates
+    PyTorch's axis numbers for any layer. ``eps > 0`` computes
     ``sqrt(sum(v*v) + eps)`` so an all-zero slice stays finite; ``eps=0`` matches PyTorch.
     Python and numpy numbers are accepted for ``dim`` and ``eps``.
 

@@ -1,0 +1,149 @@
+"""Stand-ins, with identical math, for the ops mindone calls that have no CPU kernel in MindSpore 2.7.1.
+
+mindone targets Ascend. On the CPU backend these kernels are not registered, so mindone's model
+code (and mindone's own weight norm, for the "before" numbers) cannot run without them:
+
+- ``Tensor.clone`` (kernel Clone) -> ``Tensor.copy``;
+- ``mint.norm`` / ``mint.linalg.vector_norm`` (LinalgVectorNorm) -> ``(|x|^p).sum(axis)^(1/p)``
+  with ``ops`` primitives, same ``dim``/``keepdim`` semantics for the p used (2, and p=None=2);
+- ``Tensor.normal_`` (InplaceNormal) -> fill from ``numpy`` with the same mean/std;
+- ``Tensor.fill_``/``zero_`` (InplaceFillScalar / InplaceZero) -> ``assign_value`` of a full tensor;
+- ``mint.nn.functional.conv1d`` (Conv1DExt) -> ``ops.conv2d`` on an added axis of size 1;
+- ``mint.nn.functional.pad`` (ConstantPadND, ReflectionPad1D) -> the ``ops.Pad`` and
+  ``ops.MirrorPad("REFLECT")`` primitives with the same (PyTorch-order) paddings;
+- ``mint.nn.ELU`` / ``mint.nn.functional.elu`` (EluExt) -> ``ops.Elu`` (alpha 1.0);
+- ``mint.empty`` (asks for the Ascend device) -> ``ops.zeros`` (its values are unspecified anyway);
+- ``Tensor.uniform_`` (InplaceUniform) -> fill from ``numpy`` with the same bounds;
+- ``mint.nn.functional.leaky_relu`` (LeakyReLUExt) -> ``where(x >= 0, x, slope * x)``.
+
+Nothing here touches ms_weightnorm: the weight norm under test is the real one.
+"""
+from __future__ import annotations
+
+import numpy as np
+import mindspore as ms
+from mindspore import Tensor, mint, ops
+
+_SAVED = []
+
+
+def _norm(x, p="fro", dim=None, keepdim=False, *, dtype=None):
+    if p in (None, "fro"):
+        p = 2
+    if p != 2:
+        raise NotImplementedError(f"the CPU stand-in of mint.norm covers p=2 only, got p={p}")
+    sq = ops.square(x)
+    if dim is None:
+        out = ops.sqrt(sq.sum())
+        return out.reshape((1,) * x.ndim) if keepdim else out
+    return ops.sqrt(sq.sum(axis=dim, keepdims=keepdim))
+
+
+def _vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None):
+    return _norm(x, ord, dim, keepdim)
+
+
+def _normal_(self, mean=0.0, std=1.0, *, generator=None):
+    value = np.random.default_rng().normal(mean, std, tuple(self.shape)).astype(np.float32)
+    self.assign_value(Tensor(value, dtype=self.dtype))
+    return self
+
+
+def _fill_(self, value):
+    self.assign_value(ops.full(tuple(self.shape), float(value), dtype=self.dtype))
+    return self
+
+
+def _zero_(self):
+    return _fill_(self, 0.0)
+
+
+def _conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    def one(v):
+        return v[0] if isinstance(v, (tuple, list)) else v
+    pad = one(padding)
+    if isinstance(pad, str):
+        pad_mode, pad = pad, 0
+    else:
+        pad_mode, pad = "pad", (0, 0, pad, pad)
+    out = ops.conv2d(input.expand_dims(2), weight.expand_dims(2), None, (1, one(stride)), pad_mode,
+                     pad, (1, one(dilation)), groups).squeeze(2)
+    if bias is not None:
+        out = out + bias.reshape((1, -1, 1))
+    return out
+
+
+def _pad(input, pad, mode="constant", value=None):
+    pad = tuple(int(p) for p in pad)
+    pairs = [(0, 0)] * input.ndim
+    for i in range(len(pad) // 2):  # PyTorch order: last axis first
+        pairs[input.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
+    if mode == "constant":
+        out = ops.Pad(tuple(pairs))(input)
+        if value:
+            mask = ops.Pad(tuple(pairs))(ops.ones_like(input))
+            out = out + (1 - mask) * value
+        return out
+    if mode == "reflect":
+        return ops.MirrorPad("REFLECT")(input, Tensor(np.array(pairs, np.int64)))
+    raise NotImplementedError(f"the CPU stand-in of mint.nn.functional.pad covers constant and reflect, not {mode}")
+
+
+def _elu(input, alpha=1.0, inplace=False):
+    if alpha != 1.0:
+        raise NotImplementedError("the CPU stand-in of elu covers alpha=1.0 (ops.Elu's only value)")
+    return ops.Elu()(input)
+
+
+class _ELU(ms.nn.Cell):
+    def __init__(self, alpha=1.0, inplace=False):
+        super().__init__()
+        self.alpha = alpha
+
+    def construct(self, x):
+        return _elu(x, self.alpha)
+
+
+def _empty(*size, dtype=None, device=None, **kwargs):
+    if len(size) == 1 and isinstance(size[0], (tuple, list)):
+        size = tuple(size[0])
+    return ops.zeros(tuple(int(n) for n in size), dtype or ms.float32)
+
+
+def _uniform_(self, from_=0.0, to=1.0, *, generator=None):
+    value = np.random.default_rng().uniform(from_, to, tuple(self.shape)).astype(np.float32)
+    self.assign_value(Tensor(value, dtype=self.dtype))
+    return self
+
+
+def _leaky_relu(input, negative_slope=0.01, inplace=False):
+    return ops.where(input >= 0, input, input * negative_slope)
+
+
+def install() -> None:
+    if _SAVED:
+        return
+    targets = [
+        (ms.Tensor, "clone", lambda self: self.copy()),
+        (mint, "norm", _norm),
+        (mint.linalg, "vector_norm", _vector_norm),
+        (ms.Tensor, "normal_", _normal_),
+        (ms.Tensor, "fill_", _fill_),
+        (ms.Tensor, "zero_", _zero_),
+        (mint.nn.functional, "conv1d", _conv1d),
+        (mint.nn.functional, "pad", _pad),
+        (mint.nn.functional, "elu", _elu),
+        (mint.nn, "ELU", _ELU),
+        (mint, "empty", _empty),
+        (ms.Tensor, "uniform_", _uniform_),
+        (mint.nn.functional, "leaky_relu", _leaky_relu),
+    ]
+    for owner, name, value in targets:
+        _SAVED.append((owner, name, owner.__dict__.get(name, getattr(owner, name, None))))
+        setattr(owner, name, value)
+
+
+def uninstall() -> None:
+    while _SAVED:
+        owner, name, value = _SAVED.pop()
+        setattr(owner, name, value)
