@@ -46,6 +46,7 @@ from .weight_norm import (
     is_weight_normed,
     remove_all_weight_norm,
     remove_weight_norm,
+    torch_dim,
     weight_norm,
     weight_norms,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "remove_all_weight_norm",
     "is_weight_normed",
     "weight_norms",
+    "torch_dim",
     "WeightNorm",
     "WeightNormParametrization",
     "spectral_norm",
