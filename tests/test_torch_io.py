@@ -35,7 +35,7 @@ from ms_weightnorm.torch_io import (
     save_torch_state_dict,
     to_torch_state_dict,
 )
-from ms_weightnorm._torch_pickle import write_safetensors
+from ms_weightnorm._checkpoint import write_safetensors
 
 tnn = torch.nn
 
@@ -741,11 +741,12 @@ def test_concurrent_thread_saves_leave_one_whole_file(tmp_path):
 
 def test_concurrent_process_saves_leave_one_whole_file(tmp_path):
     path = str(tmp_path / "model.safetensors")
-    reader = os.path.join(os.path.dirname(ms_weightnorm_file()), "_torch_pickle.py")
+    reader = os.path.dirname(ms_weightnorm_file())
     script = textwrap.dedent(f"""
         import importlib.util, sys, numpy as np
-        spec = importlib.util.spec_from_file_location("_w", {reader!r})
-        m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+        spec = importlib.util.spec_from_file_location("_w", {reader!r} + "/__init__.py",
+                                                      submodule_search_locations=[{reader!r}])
+        m = importlib.util.module_from_spec(spec); sys.modules["_w"] = m; spec.loader.exec_module(m)
         i = int(sys.argv[1])
         for _ in range(20):
             m.write_safetensors({path!r}, {{"w": np.full(1 << 18, i, np.float32)}})
@@ -759,13 +760,13 @@ def test_concurrent_process_saves_leave_one_whole_file(tmp_path):
 
 
 def ms_weightnorm_file():
-    import ms_weightnorm._torch_pickle as module
+    import ms_weightnorm._checkpoint as module
     return module.__file__
 
 
 def test_planted_symlinks_cannot_redirect_a_save(tmp_path, monkeypatch):
     import secrets as secrets_module
-    from ms_weightnorm import _torch_pickle
+    from ms_weightnorm._checkpoint import atomic
     victim = tmp_path / "victim"
     victim.write_bytes(b"precious")
     path = str(tmp_path / "model.safetensors")
@@ -774,7 +775,7 @@ def test_planted_symlinks_cannot_redirect_a_save(tmp_path, monkeypatch):
     os.symlink(victim, str(tmp_path / ".model.safetensors.guessed.tmp"))
     tokens = iter(["guessed", "fresh"])
     monkeypatch.setattr(secrets_module, "token_hex", lambda n: next(tokens))
-    assert _torch_pickle.secrets is secrets_module
+    assert atomic.secrets is secrets_module
     write_safetensors(path, {"w": np.ones(3, np.float32)})
     assert victim.read_bytes() == b"precious"
     assert safetensors.numpy.load_file(path)["w"].tolist() == [1.0, 1.0, 1.0]
@@ -806,13 +807,14 @@ def test_failed_save_keeps_the_old_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert open(path, "rb").read() == old and os.listdir(tmp_path) == ["m.safetensors"]
     # A real write failure: the file size limit (what a full disk looks like to write()).
-    reader = os.path.join(os.path.dirname(ms_weightnorm_file()), "_torch_pickle.py")
+    reader = os.path.dirname(ms_weightnorm_file())
     script = textwrap.dedent(f"""
-        import importlib.util, resource, signal, numpy as np
+        import importlib.util, resource, signal, sys, numpy as np
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
-        spec = importlib.util.spec_from_file_location("_w", {reader!r})
-        m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+        spec = importlib.util.spec_from_file_location("_w", {reader!r} + "/__init__.py",
+                                                      submodule_search_locations=[{reader!r}])
+        m = importlib.util.module_from_spec(spec); sys.modules["_w"] = m; spec.loader.exec_module(m)
         try:
             m.write_safetensors({path!r}, {{"w": np.ones(1 << 16, np.float32)}})
         except OSError as err:
