@@ -6,7 +6,7 @@ protocol, allocating what an opcode declares before checking that the bytes exis
 (``BYTEARRAY8`` with a length of 3 GiB zero-fills 3 GiB from a 20-byte file). Neither can bound
 the work per opcode. So this is a small dispatch loop over a memoryview of the pickle with a
 fixed table of opcodes: the ones ``torch.save`` emits at protocols 2 and 4 (and 5, which adds
-nothing for a state dict), plus the plain-value opcodes of protocols 0 and 1 (text integers,
+nothing for a state dict but ``BYTEARRAY8``), plus the plain-value opcodes of protocols 0 and 1 (text integers,
 floats and strings, ``DICT``/``LIST``/``TUPLE``). Every other opcode is refused by name before it
 does anything. Every length an opcode declares is checked against the bytes left before anything
 is allocated; every opcode is counted against :data:`limits.MAX_PICKLE_OPS`; integers, nesting,
@@ -164,7 +164,7 @@ REFUSED = {
     **_OBJECT_BUILDERS, **_EXTENSIONS,
     b"0": "POP", b"1": "POP_MARK", b"2": "DUP", b"P": "PERSID",
     b"S": "STRING", b"T": "BINSTRING", b"U": "SHORT_BINSTRING",
-    b"\x96": "BYTEARRAY8", b"\x97": "NEXT_BUFFER", b"\x98": "READONLY_BUFFER",
+    b"\x97": "NEXT_BUFFER", b"\x98": "READONLY_BUFFER",  # out-of-band buffers: torch.save passes none
 }
 # Cost of each opcode in units of MAX_PICKLE_OPS: about 56 bytes of memory it can allocate.
 _COST = {b"\x8f": 4, b"\x91": 4, b"\x94": 2, b"p": 2, b"q": 2, b"r": 2, b"}": 2}
@@ -597,6 +597,8 @@ _DISPATCH: Dict[bytes, Callable[[Unpickler], None]] = {
     b"B": lambda u: u._push(u._take(u._unpack("<I", 4), "bytes object").tobytes()),
     b"C": lambda u: u._push(u._take(u._u8(), "bytes object").tobytes()),
     b"\x8e": lambda u: u._push(u._take(u._unpack("<Q", 8), "bytes object").tobytes()),
+    # protocol 5 writes a bytearray value this way; its length is checked like any other
+    b"\x96": lambda u: u._push(bytearray(u._take(u._unpack("<Q", 8), "bytearray"))),
     # containers
     b")": lambda u: u._push(()),
     b"t": lambda u: u._push(tuple(u._pop_mark())),
@@ -636,7 +638,7 @@ assert not set(_DISPATCH) & set(REFUSED)
 def accepted_opcodes() -> frozenset:
     """The opcodes the reader dispatches (one byte each); every other byte is refused.
 
-    >>> b"R" in accepted_opcodes(), b"\\x96" in accepted_opcodes()  # REDUCE, BYTEARRAY8
+    >>> b"R" in accepted_opcodes(), b"\\x81" in accepted_opcodes()  # REDUCE, NEWOBJ
     (True, False)
     """
     return frozenset(_DISPATCH)
