@@ -89,8 +89,8 @@ def read_directory(data: memoryview, source: str) -> Dict[str, Member]:
     tail = bytes(data[tail_start:])
     at = tail.rfind(b"PK\x05\x06")
     while at >= 0:
-        comment = struct.unpack_from("<H", tail, at + 20)[0] if at + 22 <= len(tail) else -1
-        if at + _EOCD.size + comment == len(tail):
+        if at + _EOCD.size <= len(tail) and \
+                at + _EOCD.size + struct.unpack_from("<H", tail, at + 20)[0] == len(tail):
             break
         at = tail.rfind(b"PK\x05\x06", 0, at)
     if at < 0:
