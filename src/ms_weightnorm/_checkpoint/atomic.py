@@ -29,10 +29,9 @@ def temporary_name(directory: str, base: str) -> str:
         name_max = os.pathconf(directory, "PC_NAME_MAX")
     except (OSError, ValueError):
         name_max = 255
-    encoded = os.fsencode(base)
     room = name_max - 1 - _SUFFIX_LEN  # the leading dot
-    stem = os.fsdecode(encoded[:room]) if len(encoded) > room else base
-    while len(os.fsencode(stem)) > room:  # a cut inside a multi-byte character decodes longer
+    stem = base
+    while len(os.fsencode(stem)) > room:  # whole characters only (a name is at most 255 bytes)
         stem = stem[:-1]
     return os.path.join(directory, f".{stem}.{secrets.token_hex(8)}.tmp")
 

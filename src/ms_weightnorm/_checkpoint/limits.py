@@ -19,8 +19,9 @@ MAX_LINE = 4096                 # a text opcode's line (protocol 0/1 names, numb
 # -- tensors --
 MAX_DIMS = 32                   # numpy's own limit on dimensions
 MAX_INDEX = 1 << 62             # any size, stride, offset or storage element count
-# Elements of one tensor: times the widest element (16 bytes, complex128) this stays below
-# 2**63, so numpy can describe every tensor accepted (a larger one is "array is too big").
+# Elements of one tensor (the product of its non-zero dimensions): times the widest element
+# (16 bytes, complex128) this stays below 2**63, so numpy can describe every tensor accepted
+# (a larger one is numpy's "array is too big", even with another dimension 0).
 MAX_ELEMENTS = 1 << 58
 MAX_KEY_LENGTH = 1 << 16        # characters of a storage key
 

@@ -134,13 +134,18 @@ def checked_dims(value: Any, what: str, source: str) -> Tuple[int, ...]:
 
 
 def checked_numel(shape: Tuple[int, ...], source: str, what: str = "tensor") -> int:
-    """The element count of ``shape``, refused above MAX_ELEMENTS (numpy could not describe it)."""
-    numel = 1
+    """The element count of ``shape``; refused when numpy could not describe it.
+
+    numpy refuses ("array is too big") a shape whose non-zero dimensions multiply past its
+    index range, even when another dimension is 0, so that product is what is bounded.
+    """
+    numel = span = 1
     for n in shape:
         numel *= n
-    if numel > limits.MAX_ELEMENTS:
+        span *= n or 1
+    if span > limits.MAX_ELEMENTS:
         raise CheckpointError(
-            f"{source}: {what} of shape {short(shape)} has {short(numel)} elements (at most "
+            f"{source}: {what} of shape {short(shape)} spans {short(span)} elements (at most "
             f"2**{limits.MAX_ELEMENTS.bit_length() - 1} allowed); the file is corrupt or hostile")
     return numel
 
