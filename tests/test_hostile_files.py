@@ -742,3 +742,48 @@ def test_a_retyped_storage_must_hold_whole_elements(halves, ok, tmp_path):
     else:
         with pytest.raises(tp.CheckpointError, match=r"storage '0' is not a whole number of <f4 elements"):
             tp.read_torch_zip(path)
+
+
+# --- bounds pinned at the bound and one past it --------------------------------------------------
+
+def test_index_bound_at_and_past(tmp_path):
+    # The documented bound written out: sizes, strides, offsets and storage sizes are at most 2**62.
+    assert tp_limits.MAX_INDEX == 1 << 62
+    for value, ok in ((1 << 62, True), ((1 << 62) + 1, False)):
+        # An empty tensor at offset `value` of a huge (declared) storage: only the numbers are checked.
+        path = torch_zip(str(tmp_path / "idx.pt"), state([("w", tensor("0", 16, 0, (0,), (value,)))]),
+                         {"0": FLOATS.tobytes()})
+        if ok:
+            assert tp.read_torch_zip(path)["w"].shape == (0,)
+        else:
+            with pytest.raises(tp.CheckpointError, match=r"tensor stride must be an int in \[0, 2\*\*62\]"):
+                tp.read_torch_zip(path)
+
+
+def test_message_bound_at_and_past():
+    from _hostile_reader import errors
+    assert tp_limits.MAX_MESSAGE == 4000
+    assert errors.clip_message("m" * 4000) == "m" * 4000
+    clipped = errors.clip_message("m" * 4001)
+    assert len(clipped) == 4000 and clipped == "m" * 3976 + "... [25 more characters]"
+    # Through the boundary: a CheckpointError with a huge message comes out clipped, naming the file.
+    def raise_long(path):
+        raise tp.CheckpointError("x" * 10_000)
+    with pytest.raises(tp.CheckpointError) as info:
+        tp.guarded(raise_long, "/some/file.pt")
+    assert len(str(info.value)) == 4000 and str(info.value).startswith("/some/file.pt: xxx")
+
+
+def test_safetensors_header_bound_at_and_past(tmp_path):
+    assert tp_limits.SAFETENSORS_MAX_HEADER == 100_000_000
+    for size, ok in ((100_000_000, True), (100_000_001, False)):
+        prefix = b'{"__metadata__":{"x":"'
+        header = prefix + b"y" * (size - len(prefix) - 3) + b'"}}'
+        assert len(header) == size
+        path = _write(str(tmp_path / "h.safetensors"), struct.pack("<Q", size) + header)
+        if ok:
+            assert tp.read_safetensors(path) == {}
+        else:
+            with pytest.raises(tp.CheckpointError, match="100 MB limit"):
+                tp.read_safetensors(path)
+        os.unlink(path)

@@ -368,3 +368,20 @@ def test_every_storage_slice_is_checked_against_the_bytes_got(tmp_path):
     with pytest.raises(tp.CheckpointError, match="gave 60 bytes, expected 64"):
         tensors.strided(storage, "<f4", 0, (4, 4), (4, 1), "src").array()
     assert lazy.array().shape == (4, 4)
+
+
+def test_zip64_and_plain_end_records_must_agree(tmp_path):
+    # torch.save writes both; zipfile believes the ZIP64 one, so a disagreement is refused.
+    data = bytearray(build(torch_members()))
+    eocd = data.rfind(b"PK\x05\x06")
+    n, cd_size, cd_offset = struct.unpack_from("<HII", data, eocd + 10)
+    z64 = struct.pack("<4sQHHIIQQQQ", b"PK\x06\x06", 44, 45, 45, 0, 0, n, n, cd_size, cd_offset)
+    for lie in (0, 2 << 20):
+        record = bytearray(z64)
+        struct.pack_into("<Q", record, 48, cd_offset + lie)
+        tail = bytes(record) + struct.pack("<4sIQI", b"PK\x06\x07", 0, eocd, 1) + bytes(data[eocd:])
+        if lie:
+            refused(tmp_path, bytes(data[:eocd]) + tail, "describe different directories")
+        else:
+            np.testing.assert_array_equal(tp.read_torch_zip(write(tmp_path, bytes(data[:eocd]) + tail))["w"],
+                                          FLOATS.reshape(4, 4))

@@ -48,7 +48,11 @@ def clip_message(text: str) -> str:
     limit = limits.MAX_MESSAGE
     if len(text) <= limit:
         return text
-    return text[:limit - 40] + f"... [{len(text) - limit + 40} more characters]"
+    cut = len(text) - limit
+    for _ in range(3):  # the suffix's length depends on the count it states
+        suffix = f"... [{cut} more characters]"
+        cut = len(text) - (limit - len(suffix))
+    return text[:limit - len(suffix)] + suffix
 
 
 def names(items, limit: int = 20) -> str:

@@ -10,8 +10,8 @@ zipfile; on a file of 1M entries it refuses after reading 22 bytes.
 The rules, each checked before any member's data is read:
 
 - the end record (and the ZIP64 end record and locator, which ``torch.save`` always writes)
-  lie inside the file, with no other disk, and the central directory ends exactly where the
-  end record starts (no prepended data: torch never writes any);
+  lie inside the file, with no other disk, agree with each other, and the central directory
+  ends exactly where the end record starts (no prepended data: torch never writes any);
 - the record count is bounded (:data:`limits.MAX_ZIP_RECORDS`) and fits the directory's size
   before a single entry is parsed;
 - every entry: stored or deflated, not encrypted, a name of bounded length, sizes bounded by
@@ -115,6 +115,9 @@ def read_directory(data: memoryview, source: str) -> Dict[str, Member]:
         if z_disk == 0 and n_disks == 1 and z_offset + _ZIP64_EOCD.size <= eocd - 20 \
                 and bytes(data[z_offset:z_offset + 4]) == b"PK\x06\x06":
             directory_end = z_offset
+            # Readers that prefer the ZIP64 record (zipfile does) must see the same directory.
+            if _ZIP64_EOCD.unpack_from(data, z_offset)[4:] != (disk, cd_disk, n_disk, n_total, cd_size, cd_offset):
+                raise _bad(source, "the ZIP64 end record and the end record describe different directories")
     if disk or cd_disk or n_disk != n_total:
         raise _bad(source, "the archive spans several disks")
     if n_total > limits.MAX_ZIP_RECORDS:
