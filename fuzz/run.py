@@ -1,6 +1,6 @@
 """Run every fuzz target for a while and print executions, coverage and findings.
 
-    python fuzz/run.py [--seconds N] [--targets zip,pickle,safetensors] [--findings DIR]
+    python fuzz/run.py [--seconds N] [--fuzzers zip,pickle,safetensors] [--findings DIR]
 
 Seeds are regenerated from real torch.save / safetensors outputs (``make_seeds.py``) into a
 scratch corpus per target, each target runs for ``--seconds`` under libFuzzer's time and
@@ -27,7 +27,7 @@ TARGETS = ("zip", "pickle", "safetensors")
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=300, help="time per target (default 300)")
-    parser.add_argument("--targets", default=",".join(TARGETS))
+    parser.add_argument("--fuzzers", default=",".join(TARGETS), help="comma-separated: zip, pickle, safetensors")
     parser.add_argument("--findings", default=os.path.join(HERE, "findings"))
     parser.add_argument("--timeout", type=int, default=10, help="seconds one input may take (default 10)")
     parser.add_argument("--rss-limit-mb", type=int, default=1536, help="memory one input may take (default 1536)")
@@ -38,7 +38,7 @@ def main() -> int:
         subprocess.run([sys.executable, os.path.join(HERE, "make_seeds.py"), seeds], check=True)
         os.makedirs(args.findings, exist_ok=True)
         rows, total_found = [], 0
-        for target in args.targets.split(","):
+        for target in args.fuzzers.split(","):
             corpus = os.path.join(scratch, f"corpus-{target}")
             shutil.copytree(os.path.join(seeds, target), corpus)
             n_seeds = len(os.listdir(corpus))
