@@ -265,3 +265,12 @@ def test_plain_values_of_every_protocol_load_like_pickle():
              "d": {"k": (1, 2, 3)}, "set": {1, 2}, "fs": frozenset({"a"}), "b": b"\x00\xff", "none": None}
     for proto in range(6):
         assert load(pickle.dumps(value, protocol=proto)) == value, proto
+
+
+def test_text_opcodes_cost_their_length_not_the_line_bound():
+    # 1M protocol-0 integers (3 MB): each line is searched in place, not copied as a 4 KiB window.
+    import time
+    data = b"(" + b"I1\n" * 1_000_000 + b"l."
+    start = time.perf_counter()
+    assert len(load(data)) == 1_000_000
+    assert time.perf_counter() - start < 5

@@ -182,7 +182,8 @@ class Unpickler:
     """
 
     def __init__(self, data: bytes, storage: Callable[[str, str, int], Storage], source: str):
-        self._data = memoryview(data)
+        self._bytes = bytes(data)
+        self._data = memoryview(self._bytes)
         self._end = len(data)
         self._pos = 0
         self._storage = storage
@@ -217,15 +218,17 @@ class Unpickler:
 
     def _line(self) -> bytes:
         """A text opcode's argument up to its newline (at most MAX_LINE bytes)."""
-        window = bytes(self._data[self._pos:self._pos + limits.MAX_LINE + 1])
-        end = window.find(b"\n")
+        # Searched in place: copying a window per opcode would cost MAX_LINE bytes per opcode.
+        stop = min(self._end, self._pos + limits.MAX_LINE + 1)
+        end = self._bytes.find(b"\n", self._pos, stop)
         if end < 0:
-            if len(window) > limits.MAX_LINE:
+            if stop - self._pos > limits.MAX_LINE:
                 raise CheckpointError(f"{self._source}: a text opcode's line at offset {self._pos} is longer "
                                       f"than {limits.MAX_LINE} bytes")
             raise _Truncated()
-        self._pos += end + 1
-        return window[:end]
+        line = self._bytes[self._pos:end]
+        self._pos = end + 1
+        return line
 
     # -- the stack --
 
