@@ -787,3 +787,13 @@ def test_safetensors_header_bound_at_and_past(tmp_path):
             with pytest.raises(tp.CheckpointError, match="100 MB limit"):
                 tp.read_safetensors(path)
         os.unlink(path)
+
+
+def test_key_lists_and_key_lengths_in_messages_at_and_past():
+    from _hostile_reader import errors
+    assert tp_limits.MAX_KEY_LENGTH == 65536
+    twenty = [f"k{i}" for i in range(20)]
+    assert errors.names(twenty) == ", ".join(twenty)
+    assert errors.names(twenty + ["k20"]) == ", ".join(twenty) + ", ... and 1 more"
+    assert errors.names(["a" * 120]) == "a" * 120
+    assert errors.names(["a" * 121]) == "a" * 117 + "..."
