@@ -1047,3 +1047,21 @@ def test_a_killed_save_leaves_the_target_and_says_what_else(how, tmp_path):
         # The documented fallback: one ".<name>.<16 hex>.tmp" file, 9 MiB of the 64 written.
         assert len(left) == 1 and re.fullmatch(r"\.model\.safetensors\.[0-9a-f]{16}\.tmp", left[0]), left
         assert os.path.getsize(tmp_path / left[0]) == 9 << 20
+
+
+def test_save_errors_name_the_destination_not_the_temporary_file(tmp_path):
+    path = str(tmp_path / "missing_dir" / "m.safetensors")
+    with pytest.raises(FileNotFoundError) as info:
+        write_safetensors(path, {"w": np.ones(2, np.float32)})
+    assert info.value.filename == path and ".tmp" not in str(info.value)
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    os.chmod(read_only, 0o500)
+    try:
+        if os.access(read_only, os.W_OK):  # root ignores permissions: nothing to test there
+            return
+        with pytest.raises(PermissionError) as info:
+            write_safetensors(str(read_only / "m.safetensors"), {"w": np.ones(2, np.float32)})
+        assert info.value.filename == str(read_only / "m.safetensors")
+    finally:
+        os.chmod(read_only, 0o700)

@@ -37,8 +37,9 @@ def temporary_name(directory: str, base: str) -> str:
 
 
 def _with_path(err: OSError, path: str) -> OSError:
-    """``err`` with ``path`` in it (EFBIG and ENOSPC from write() carry none)."""
-    if err.filename is not None:
+    """``err`` naming ``path``: EFBIG and ENOSPC from write() name no file, and an error on the
+    temporary file names a path the caller never gave."""
+    if err.filename == path:
         return err
     out = type(err)(err.errno, err.strerror or os.strerror(err.errno or 0), path)
     out.__cause__ = err.__cause__
