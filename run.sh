@@ -6,6 +6,8 @@
 #   bash run.sh bench [options]       # the speed benchmark
 #   bash run.sh docs [mkdocs options] # the documentation site: mkdocs build --strict into site/
 #   bash run.sh mutate [options]      # mutation testing of the core modules (mutmut 2; ~1 h; not in CI)
+#   bash run.sh fuzz [--seconds N]    # coverage-guided fuzzing of the checkpoint reader (atheris; default
+#                                     #   300 s per target); prints executions, coverage and findings
 #   bash run.sh exec COMMAND [args]   # any command inside the venv (its bin first on PATH), e.g.
 #                                     #   bash run.sh exec python examples/hifigan_port.py
 #                                     #   bash run.sh exec msrun --worker_num=2 ... examples/train_data_parallel.py
@@ -22,7 +24,7 @@ repo="$(cd "$(dirname "$0")" && pwd)"
 
 say() { echo "run.sh: $*" >&2; }
 usage() {
-  echo "usage: bash run.sh {demo|test|bench|docs|mutate} [options]   or   bash run.sh exec COMMAND [args...]" >&2
+  echo "usage: bash run.sh {demo|test|bench|docs|fuzz|mutate} [options]   or   bash run.sh exec COMMAND [args...]" >&2
   echo "  e.g. bash run.sh demo --help; bash run.sh exec python examples/hifigan_port.py --help" >&2
 }
 
@@ -32,6 +34,7 @@ cmd="${1:-}"
 case "$cmd" in
   demo) extras="demo" ;;
   docs) extras="docs" ;;
+  fuzz) extras="test" ;;
   test|bench|exec|mutate) extras="test" ;;
   -h|--help|help) usage; exit 0 ;;
   *) usage; exit 2 ;;
@@ -153,4 +156,11 @@ case "$cmd" in
       python -m pip install -q "mutmut==2.5.1"
     fi
     cd "$repo" && exec python tools/mutation/mutate.py "$@" ;;
+  fuzz)
+    # atheris (libFuzzer for Python) is in the test extra on Linux; it has no wheels elsewhere.
+    if ! python -c "import atheris" 2> /dev/null; then
+      say "fuzz needs atheris in $venv (Linux only): $venv/bin/python -m pip install 'atheris>=2.3'"
+      exit 1
+    fi
+    cd "$repo" && exec python fuzz/run.py "$@" ;;
 esac

@@ -2,7 +2,8 @@
 against a reference that picks the nearest bfloat16 by float64 arithmetic (ties to even)."""
 import numpy as np
 
-from ms_weightnorm import _torch_pickle as T
+from ms_weightnorm._checkpoint import bf16 as T
+from ms_weightnorm._checkpoint.tensors import element_dtype
 
 from helpers import bf16_round_nearest_even
 
@@ -62,6 +63,6 @@ def test_widening_is_exact_and_element_dtypes():
     np.testing.assert_array_equal(wide.view(np.uint32), bits.astype(np.uint32) << np.uint32(16))
     finite = np.isfinite(wide)
     np.testing.assert_array_equal(T.float32_to_bfloat16_bits(wide[finite]), bits[finite])
-    assert T._element_dtype("bfloat16") == np.dtype("<u2")
+    assert element_dtype("bfloat16") == np.dtype("<u2")
     for code in ("float32", "float16", "float64", "int64", "uint8", "bool", "complex64"):
-        assert T._element_dtype(code) == np.dtype(code)
+        assert element_dtype(code) == np.dtype(code)

@@ -1,7 +1,7 @@
 """Hostile checkpoint files: crafted opcode by opcode and record by record, no torch needed.
 
 Every file is read in a fresh subprocess under a memory limit (``RLIMIT_AS``) and a
-timeout, by the reader module alone (``_torch_pickle.py`` imports no MindSpore), and
+timeout, by the reader package alone (``_checkpoint`` imports no MindSpore), and
 the outcome, time and peak memory are checked. The same files go through
 ``torch.load(weights_only=True)`` and the ``safetensors`` package: wherever they refuse
 a file, so do we; where they are weaker (a bad CRC, a FIFO) we still refuse.
@@ -21,20 +21,26 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
-READER = os.path.join(os.path.dirname(importlib.util.find_spec("ms_weightnorm").origin), "_torch_pickle.py")
+READER = os.path.join(os.path.dirname(importlib.util.find_spec("ms_weightnorm").origin), "_checkpoint")
 MiB = 1 << 20
 READER_LIMIT = 1 << 30        # address space for the numpy-only reader (numpy alone needs ~120 MB)
 HEAVY_LIMIT = 3 << 30         # MindSpore or torch imported (~850 MB / 1.3 GB of address space)
 
 
-def _reader():
-    spec = importlib.util.spec_from_file_location("_hostile_reader", READER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tp = _reader()
+# Loads the reader package under a name of its own, without importing ms_weightnorm (MindSpore).
+LOAD_READER = textwrap.dedent("""
+    def load_reader(directory, name="_reader"):
+        import importlib.util, os, sys
+        spec = importlib.util.spec_from_file_location(
+            name, os.path.join(directory, "__init__.py"), submodule_search_locations=[directory])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module
+""")
+exec(LOAD_READER)
+tp = load_reader(READER, "_hostile_reader")  # noqa: F821 (defined by the exec above)
+from _hostile_reader import limits as tp_limits, unpickler as tp_unpickler  # noqa: E402
 
 
 # --- crafting pickles ---------------------------------------------------------------------
@@ -271,7 +277,7 @@ def _write(path, data):
 
 # --- running a file in a bounded subprocess -----------------------------------------------
 
-_CHILD = textwrap.dedent("""
+_CHILD = LOAD_READER + textwrap.dedent("""
     import importlib.util, json, resource, sys, time
     limit = int(sys.argv[1])
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -279,9 +285,7 @@ _CHILD = textwrap.dedent("""
         # VmHWM: this process's peak RSS (ru_maxrss would carry the forking parent's across exec).
         with open("/proc/self/status") as f:
             return int(next(l for l in f if l.startswith("VmHWM:")).split()[1]) / 1024
-    spec = importlib.util.spec_from_file_location("_reader", sys.argv[2])
-    tp = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tp)
+    tp = load_reader(sys.argv[2])
     import numpy as np
     path, kind = sys.argv[3], sys.argv[4]
     start = time.perf_counter()
@@ -479,7 +483,7 @@ def test_allowlist_is_exactly_the_intended_set():
     assert tp.allowed_globals() == frozenset(_INTENDED)
     # Nothing callable in it is a builtin that could run code or reach attributes.
     for key in _INTENDED:
-        value = tp._ALLOWED[key]
+        value = tp_unpickler.ALLOWED[key]
         assert value not in (eval, exec, getattr, __import__, open, compile, setattr, type), key
 
 
@@ -649,8 +653,8 @@ def test_dict_keys_past_the_bounds_are_refused(key, tmp_path):
             _load(tmp_path, {key: 1}, proto)
 
 
-@pytest.mark.parametrize("key,ok", [("a" * 1000, True), ("a" * tp.MAX_KEY_LENGTH, None),
-                                    ("a" * (tp.MAX_KEY_LENGTH + 1), False),
+@pytest.mark.parametrize("key,ok", [("a" * 1000, True), ("a" * tp_limits.MAX_KEY_LENGTH, None),
+                                    ("a" * (tp_limits.MAX_KEY_LENGTH + 1), False),
                                     ("", False), ("x/../y", False), ("é", False), ("data_0-1.5", True)])
 def test_storage_keys_are_bounded_and_plain(key, ok, tmp_path):
     records = {key: FLOATS.tobytes()} if ok else {"0": FLOATS.tobytes()}
@@ -683,7 +687,7 @@ def test_storage_types_give_their_element_types(tmp_path):
 
 @pytest.mark.parametrize("padding,refused_for_size", [(1024 - len("little"), False), (1025 - len("little"), True)])
 def test_byteorder_record_is_bounded(padding, refused_for_size, tmp_path):
-    # The documented bound, 1 KiB, written out: a test reading tp.MAX_SMALL_RECORD would follow a
+    # The documented bound, 1 KiB, written out: a test reading tp_limits.MAX_SMALL_RECORD would follow a
     # changed constant.
     path = str(tmp_path / "order.pt")
     with zipfile.ZipFile(path, "w") as zf:
@@ -698,19 +702,19 @@ def test_byteorder_record_is_bounded(padding, refused_for_size, tmp_path):
 
 
 def test_bytearray_rebuilds_only_stored_bytes():
-    assert tp._make_bytearray(b"\x00\xff") == bytearray(b"\x00\xff")
-    assert tp._make_bytearray("\xe9z", "latin1") == tp._make_bytearray("\xe9z", "latin-1") == bytearray(b"\xe9z")
+    assert tp_unpickler._make_bytearray(b"\x00\xff") == bytearray(b"\x00\xff")
+    assert tp_unpickler._make_bytearray("\xe9z", "latin1") == tp_unpickler._make_bytearray("\xe9z", "latin-1") == bytearray(b"\xe9z")
     for data, encoding in [("\xe9", "utf-8"), (b"ab", "latin1"), (5, None), ("ab", None)]:
         with pytest.raises(tp.UnsafeCheckpointError, match="does not rebuild stored bytes"):
-            tp._make_bytearray(data, encoding)
+            tp_unpickler._make_bytearray(data, encoding)
 
 
 def test_torch_device_arguments():
-    assert tp._torch_device("cpu") == "cpu" and tp._torch_device("cuda", 1) == "cuda:1"
+    assert tp_unpickler._torch_device("cpu") == "cpu" and tp_unpickler._torch_device("cuda", 1) == "cuda:1"
     for kind, index in [("cuda", "1"), ("cuda", 1.0), ("x" * 65, None), (3, None)]:
         with pytest.raises(tp.CheckpointError, match="is not a device"):
-            tp._torch_device(kind, index)
-    assert tp._torch_device("x" * 64) == "x" * 64
+            tp_unpickler._torch_device(kind, index)
+    assert tp_unpickler._torch_device("x" * 64) == "x" * 64
 
 
 def _v3_tensor(key, storage, numel, size, dtype):
@@ -738,3 +742,58 @@ def test_a_retyped_storage_must_hold_whole_elements(halves, ok, tmp_path):
     else:
         with pytest.raises(tp.CheckpointError, match=r"storage '0' is not a whole number of <f4 elements"):
             tp.read_torch_zip(path)
+
+
+# --- bounds pinned at the bound and one past it --------------------------------------------------
+
+def test_index_bound_at_and_past(tmp_path):
+    # The documented bound written out: sizes, strides, offsets and storage sizes are at most 2**62.
+    assert tp_limits.MAX_INDEX == 1 << 62
+    for value, ok in ((1 << 62, True), ((1 << 62) + 1, False)):
+        # An empty tensor at offset `value` of a huge (declared) storage: only the numbers are checked.
+        path = torch_zip(str(tmp_path / "idx.pt"), state([("w", tensor("0", 16, 0, (0,), (value,)))]),
+                         {"0": FLOATS.tobytes()})
+        if ok:
+            assert tp.read_torch_zip(path)["w"].shape == (0,)
+        else:
+            with pytest.raises(tp.CheckpointError, match=r"tensor stride must be an int in \[0, 2\*\*62\]"):
+                tp.read_torch_zip(path)
+
+
+def test_message_bound_at_and_past():
+    from _hostile_reader import errors
+    assert tp_limits.MAX_MESSAGE == 4000
+    assert errors.clip_message("m" * 4000) == "m" * 4000
+    clipped = errors.clip_message("m" * 4001)
+    assert len(clipped) == 4000 and clipped == "m" * 3976 + "... [25 more characters]"
+    # Through the boundary: a CheckpointError with a huge message comes out clipped, naming the file.
+    def raise_long(path):
+        raise tp.CheckpointError("x" * 10_000)
+    with pytest.raises(tp.CheckpointError) as info:
+        tp.guarded(raise_long, "/some/file.pt")
+    assert len(str(info.value)) == 4000 and str(info.value).startswith("/some/file.pt: xxx")
+
+
+def test_safetensors_header_bound_at_and_past(tmp_path):
+    assert tp_limits.SAFETENSORS_MAX_HEADER == 100_000_000
+    for size, ok in ((100_000_000, True), (100_000_001, False)):
+        prefix = b'{"__metadata__":{"x":"'
+        header = prefix + b"y" * (size - len(prefix) - 3) + b'"}}'
+        assert len(header) == size
+        path = _write(str(tmp_path / "h.safetensors"), struct.pack("<Q", size) + header)
+        if ok:
+            assert tp.read_safetensors(path) == {}
+        else:
+            with pytest.raises(tp.CheckpointError, match="100 MB limit"):
+                tp.read_safetensors(path)
+        os.unlink(path)
+
+
+def test_key_lists_and_key_lengths_in_messages_at_and_past():
+    from _hostile_reader import errors
+    assert tp_limits.MAX_KEY_LENGTH == 65536
+    twenty = [f"k{i}" for i in range(20)]
+    assert errors.names(twenty) == ", ".join(twenty)
+    assert errors.names(twenty + ["k20"]) == ", ".join(twenty) + ", ... and 1 more"
+    assert errors.names(["a" * 120]) == "a" * 120
+    assert errors.names(["a" * 121]) == "a" * 117 + "..."

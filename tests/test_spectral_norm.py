@@ -572,3 +572,38 @@ def test_mixed_precision_cell_trains_its_state(mode):
     np.testing.assert_allclose(outs[-1].asnumpy(), want[-1], rtol=1e-2, atol=1e-2)
     np.testing.assert_allclose(m.weight_u.asnumpy(), u, atol=2e-3)
     np.testing.assert_allclose(m.weight_v.asnumpy(), v, atol=2e-3)
+
+
+@pytest.mark.parametrize("api", ["new", "old"])
+def test_non_default_eps_matches_pytorch_in_the_forward(api, mode):
+    # Weights small enough that ||W v|| < eps: the normalization is clamped by eps, so the
+    # forward, u and v all depend on it; a forward that ignored eps would give unit vectors.
+    eps = 0.05
+    t, m, xt, xm = make_pair("dense")
+    with torch.no_grad():
+        t.weight.mul_(1e-3)
+    m.weight.set_data(Tensor(t.weight.detach().numpy()))
+    if api == "new":
+        torch.nn.utils.parametrizations.spectral_norm(t, eps=eps)
+        p = t.parametrizations.weight
+        t_state = lambda: (p.original, p[0]._u, p[0]._v)  # noqa: E731
+    else:
+        torch.nn.utils.spectral_norm(t, eps=eps)
+        t_state = lambda: (t.weight_orig, t.weight_u, t.weight_v)  # noqa: E731
+    scramble_state(t_state)
+    wn.spectral_norm(m, eps=eps, style=api)
+    assert wn.spectral_norms(m)["weight"].eps == eps
+    for param, value in zip((m.weight_orig, m.weight_u, m.weight_v), torch_state(t_state, "dense")):
+        param.set_data(Tensor(value))
+    orig, u0, v0 = (a.astype(np.float64) for a in torch_state(t_state, "dense"))
+    t.train()
+    m.set_train(True)
+    got, want = m(xm).asnumpy(), t(xt).detach().numpy()
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+    for name, a, b in zip(("orig", "u", "v"), ms_state(m), torch_state(t_state, "dense")):
+        np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL, err_msg=name)
+    # The float64 reference with this eps agrees, and the default eps would not: the test can fail.
+    w_ref, u_ref, _ = np_sn_step(orig, u0, v0, 0, 1, u_first=api == "new", eps=eps)
+    np.testing.assert_allclose(m.weight_u.asnumpy(), u_ref, rtol=RTOL, atol=ATOL)
+    w_default, u_default, _ = np_sn_step(orig, u0, v0, 0, 1, u_first=api == "new")
+    assert np.max(np.abs(u_default - u_ref)) > 0.1 and np.max(np.abs(w_default - w_ref)) > 1e-2 * np.max(np.abs(w_ref))

@@ -35,7 +35,7 @@ from ms_weightnorm.torch_io import (
     save_torch_state_dict,
     to_torch_state_dict,
 )
-from ms_weightnorm._torch_pickle import write_safetensors
+from ms_weightnorm._checkpoint import write_safetensors
 
 tnn = torch.nn
 
@@ -741,11 +741,12 @@ def test_concurrent_thread_saves_leave_one_whole_file(tmp_path):
 
 def test_concurrent_process_saves_leave_one_whole_file(tmp_path):
     path = str(tmp_path / "model.safetensors")
-    reader = os.path.join(os.path.dirname(ms_weightnorm_file()), "_torch_pickle.py")
+    reader = os.path.dirname(ms_weightnorm_file())
     script = textwrap.dedent(f"""
         import importlib.util, sys, numpy as np
-        spec = importlib.util.spec_from_file_location("_w", {reader!r})
-        m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+        spec = importlib.util.spec_from_file_location("_w", {reader!r} + "/__init__.py",
+                                                      submodule_search_locations=[{reader!r}])
+        m = importlib.util.module_from_spec(spec); sys.modules["_w"] = m; spec.loader.exec_module(m)
         i = int(sys.argv[1])
         for _ in range(20):
             m.write_safetensors({path!r}, {{"w": np.full(1 << 18, i, np.float32)}})
@@ -759,13 +760,13 @@ def test_concurrent_process_saves_leave_one_whole_file(tmp_path):
 
 
 def ms_weightnorm_file():
-    import ms_weightnorm._torch_pickle as module
+    import ms_weightnorm._checkpoint as module
     return module.__file__
 
 
 def test_planted_symlinks_cannot_redirect_a_save(tmp_path, monkeypatch):
     import secrets as secrets_module
-    from ms_weightnorm import _torch_pickle
+    from ms_weightnorm._checkpoint import atomic
     victim = tmp_path / "victim"
     victim.write_bytes(b"precious")
     path = str(tmp_path / "model.safetensors")
@@ -774,7 +775,7 @@ def test_planted_symlinks_cannot_redirect_a_save(tmp_path, monkeypatch):
     os.symlink(victim, str(tmp_path / ".model.safetensors.guessed.tmp"))
     tokens = iter(["guessed", "fresh"])
     monkeypatch.setattr(secrets_module, "token_hex", lambda n: next(tokens))
-    assert _torch_pickle.secrets is secrets_module
+    assert atomic.secrets is secrets_module
     write_safetensors(path, {"w": np.ones(3, np.float32)})
     assert victim.read_bytes() == b"precious"
     assert safetensors.numpy.load_file(path)["w"].tolist() == [1.0, 1.0, 1.0]
@@ -801,23 +802,266 @@ def test_failed_save_keeps_the_old_file(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", full)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(OSError, match="No space") as info:
         save_torch_state_dict(nn.SequentialCell([nn.Dense(2, 3)]), path)
+    assert info.value.filename == path and path in str(info.value)
     monkeypatch.undo()
     assert open(path, "rb").read() == old and os.listdir(tmp_path) == ["m.safetensors"]
     # A real write failure: the file size limit (what a full disk looks like to write()).
-    reader = os.path.join(os.path.dirname(ms_weightnorm_file()), "_torch_pickle.py")
+    reader = os.path.dirname(ms_weightnorm_file())
     script = textwrap.dedent(f"""
-        import importlib.util, resource, signal, numpy as np
+        import importlib.util, resource, signal, sys, numpy as np
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
-        spec = importlib.util.spec_from_file_location("_w", {reader!r})
-        m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+        spec = importlib.util.spec_from_file_location("_w", {reader!r} + "/__init__.py",
+                                                      submodule_search_locations=[{reader!r}])
+        m = importlib.util.module_from_spec(spec); sys.modules["_w"] = m; spec.loader.exec_module(m)
         try:
             m.write_safetensors({path!r}, {{"w": np.ones(1 << 16, np.float32)}})
         except OSError as err:
-            print("refused", err.errno)
+            print("refused", err.errno, err.filename, str(err))
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert done.stdout.strip() == f"refused {errno.EFBIG}", done.stderr[-2000:]
+    # EFBIG comes from write(), which names no file: the error carries the target's path.
+    assert done.stdout.strip().startswith(f"refused {errno.EFBIG} {path} "), done.stdout + done.stderr[-2000:]
+    assert path in done.stdout.split(" ", 3)[3]
     assert open(path, "rb").read() == old and os.listdir(tmp_path) == ["m.safetensors"]
+
+
+# --- values: what is cast silently and what is refused ------------------------------------------
+
+class _Weights(nn.Cell):
+    """A weight (1, 2) and a bias (1,) of ``dtype``, zeros (set_data would keep float32)."""
+
+    def __init__(self, dtype=ms.float32):
+        super().__init__()
+        self.weight = ms.Parameter(ms.Tensor(np.zeros((1, 2), np.float32), dtype), name="weight")
+        self.bias = ms.Parameter(ms.Tensor(np.zeros(1, np.float32), dtype), name="bias")
+
+
+def _dense_net(dtype=ms.float32):
+    net = _Weights(dtype)
+    assert net.weight.dtype == dtype
+    return net
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_complex_into_a_real_parameter_is_refused(strict, tmp_path):
+    net = _dense_net()
+    state = {"weight": np.array([[1 + 2j, 3 - 1j]], np.complex64), "bias": np.zeros(1, np.float32)}
+    with pytest.raises(ValueError, match="checkpoint 'weight' is complex") as info:
+        load_torch_state_dict(net, state, strict=strict)
+    assert "nothing was loaded" in str(info.value)
+    assert np.all(net.weight.asnumpy() == 0)
+    # The same from a torch.save file (PyTorch itself only warns and drops the imaginary part).
+    path = str(tmp_path / "c.pt")
+    torch.save({"weight": torch.tensor([[1 + 2j, 3 - 1j]]), "bias": torch.zeros(1)}, path)
+    with pytest.raises(ValueError, match="is complex"):
+        load_torch_state_dict(net, path, strict=strict)
+    # ... and into a weight-normed cell, where the value is folded first.
+    wn_net = nn.SequentialCell([weight_norm(nn.Dense(2, 1))])
+    with pytest.raises(ValueError, match="is complex"):
+        load_torch_state_dict(wn_net, {"0." + k: v for k, v in state.items()}, strict=strict)
+
+
+@pytest.mark.parametrize("dtype,ok,bad", [
+    # float16: max 65504; a value rounds to inf from 65504 + 16 (half its last place) on.
+    (ms.float16, [65504.0, 65519.99, -65519.99], [65520.0, -65520.0, 1e6]),
+    (ms.float32, [3.4028234663852886e38, 3.4028235677973366e38 - 1e23], [3.4028235677973366e38, 1e39]),
+    # bfloat16 max (2 - 2**-7) * 2**127; inf from (2 - 2**-8) * 2**127 on (ties to even).
+    (ms.bfloat16, [(2 - 2 ** -7) * 2.0 ** 127, 3.3961e38], [(2 - 2 ** -8) * 2.0 ** 127, 3.4e38]),
+])
+def test_a_narrowing_cast_that_overflows_to_inf_is_refused_naming_the_key(dtype, ok, bad):
+    for value in ok:
+        net = _dense_net(dtype)
+        load_torch_state_dict(net, {"weight": np.array([[value, 1.0]], np.float64), "bias": np.zeros(1)})
+        got = net.weight.astype(ms.float32).asnumpy()[0, 0]
+        assert np.isfinite(got), (dtype, value)
+    for value in bad:
+        net = _dense_net(dtype)
+        with pytest.raises(ValueError, match=r"checkpoint 'weight': 1 finite value\(s\).*overflow to inf"):
+            load_torch_state_dict(net, {"weight": np.array([[value, 1.0]], np.float64), "bias": np.zeros(1)},
+                                  strict=False)
+        assert np.all(net.weight.astype(ms.float32).asnumpy() == 0)  # nothing loaded
+
+
+def test_what_is_cast_silently():
+    # inf and NaN stay; underflow goes to 0; floats into ints truncate; as PyTorch's copy_ does.
+    net = _dense_net(ms.float16)
+    load_torch_state_dict(net, {"weight": np.array([[np.inf, 1e-9]]), "bias": np.array([np.nan])})
+    w = net.weight.asnumpy()
+    assert np.isposinf(w[0, 0]) and w[0, 1] == 0 and np.isnan(net.bias.asnumpy()[0])
+    ref = torch.zeros(1, 2, dtype=torch.float16).copy_(torch.tensor([[np.inf, 1e-9]], dtype=torch.float64))
+    np.testing.assert_array_equal(w, ref.numpy())
+
+
+# --- messages are bounded -------------------------------------------------------------------------
+
+MAX_MESSAGE = 4000
+
+
+def test_messages_stay_bounded_for_huge_keys_and_key_counts(tmp_path):
+    net = nn.SequentialCell([nn.Dense(2, 1)])
+    cases = {
+        "4 MiB key": {"k" * (4 << 20): np.zeros(1, np.float32)},
+        "300k unused keys": {f"unused.{i}": np.zeros(1, np.float32) for i in range(300_000)},
+        "1M empty tensors": {f"e{i}": np.zeros(0, np.float32) for i in range(1_000_000)},
+    }
+    for name, state in cases.items():
+        with pytest.raises(ValueError) as info:
+            load_torch_state_dict(net, state)
+        message = str(info.value)
+        assert len(message) <= MAX_MESSAGE, (name, len(message))
+        assert "unexpected" in message and "more" in message or "..." in message, name
+    # A file of 300k unused keys: the same bound.
+    path = str(tmp_path / "many.safetensors")
+    write_safetensors(path, {f"unused.{i}": np.zeros(1, np.float32) for i in range(300_000)})
+    with pytest.raises(ValueError) as info:
+        load_torch_state_dict(net, path)
+    assert len(str(info.value)) <= MAX_MESSAGE and "299980 more" in str(info.value)
+
+
+# --- numpy's own limits never escape raw ------------------------------------------------------------
+
+def test_more_than_32_dims_is_a_checkpoint_error_on_every_path(tmp_path):
+    net = nn.SequentialCell([nn.Dense(2, 1)])
+    at = str(tmp_path / "d32.pt")
+    torch.save({"x": torch.zeros((1,) * 32)}, at)
+    assert read_torch_checkpoint(at)["x"].shape == (1,) * 32
+    past = str(tmp_path / "d33.pt")
+    torch.save({"x": torch.zeros((1,) * 33)}, past)
+    for call in (lambda: read_torch_checkpoint(past), lambda: load_torch_state_dict(net, past, strict=False)):
+        with pytest.raises(CheckpointError, match="at most 32") as info:
+            call()
+        assert past in str(info.value)
+    for dims, ok in ((32, True), (33, False)):
+        path = str(tmp_path / f"d{dims}.safetensors")
+        header = json.dumps({"x": {"dtype": "F32", "shape": [1] * dims, "data_offsets": [0, 4]}}).encode()
+        with open(path, "wb") as f:
+            f.write(len(header).to_bytes(8, "little") + header + bytes(4))
+        if ok:
+            assert read_torch_checkpoint(path)["x"].shape == (1,) * 32
+        else:
+            for call in (lambda: read_torch_checkpoint(path), lambda: load_torch_state_dict(net, path, strict=False)):
+                with pytest.raises(CheckpointError, match="33 dimensions \\(at most 32") as info:
+                    call()
+                assert path in str(info.value)
+
+
+def test_element_count_bound_at_and_past_on_every_path(tmp_path):
+    # 2**58 elements (stride-0 views of one element): described and loaded lazily; one more is refused
+    # (numpy's "array is too big" never escapes).
+    net = nn.SequentialCell([nn.Dense(2, 1)])
+    at = str(tmp_path / "at.pt")
+    torch.save({"x": torch.zeros(1).expand(1 << 29, 1 << 29)}, at)
+    assert read_torch_checkpoint(at)["x"].shape == (1 << 29, 1 << 29)
+    assert load_torch_state_dict(net, at, strict=False).unexpected == ["x"]
+    past = str(tmp_path / "past.pt")
+    torch.save({"x": torch.zeros(1).expand((1 << 58) + 1)}, past)  # one element past
+    for call in (lambda: read_torch_checkpoint(past), lambda: load_torch_state_dict(net, past, strict=False)):
+        with pytest.raises(CheckpointError, match="at most 2\\*\\*58") as info:
+            call()
+        assert past in str(info.value)
+    # An empty tensor whose other dimensions multiply past numpy's range, in safetensors.
+    path = str(tmp_path / "empty.safetensors")
+    header = json.dumps({"x": {"dtype": "F32", "shape": [0, 1 << 40, 1 << 40], "data_offsets": [0, 0]}}).encode()
+    with open(path, "wb") as f:
+        f.write(len(header).to_bytes(8, "little") + header)
+    with pytest.raises(CheckpointError, match="at most 2\\*\\*58") as info:
+        load_torch_state_dict(net, path, strict=False)
+    assert path in str(info.value)
+
+
+def test_an_encrypted_member_is_a_checkpoint_error(tmp_path):
+    path = str(tmp_path / "enc.pt")
+    torch.save({"0.weight": torch.zeros(1, 2), "0.bias": torch.zeros(1)}, path)
+    data = bytearray(open(path, "rb").read())
+    central = data.find(b"PK\x01\x02")
+    data[central + 8] |= 1
+    data[6] |= 1  # the first local header too
+    open(path, "wb").write(bytes(data))
+    with pytest.raises(CheckpointError, match="encrypted") as info:
+        load_torch_state_dict(nn.SequentialCell([nn.Dense(2, 1)]), path)
+    assert path in str(info.value) and "RuntimeError" not in str(info.value)
+
+
+# --- saves: every legal name, killed saves, errors with the path ------------------------------------
+
+@pytest.mark.parametrize("length", [233, 234, 240, 255])
+def test_every_legal_file_name_can_be_saved(length, tmp_path):
+    name = "m" * (length - len(".safetensors")) + ".safetensors"
+    assert len(name.encode()) == length
+    path = str(tmp_path / name)
+    save_torch_state_dict(nn.SequentialCell([nn.Dense(2, 3)]), path)
+    assert os.listdir(tmp_path) == [name]
+    assert set(safetensors.numpy.load_file(path)) == {"0.weight", "0.bias"}
+
+
+def test_the_temporary_name_fits_name_max_for_multibyte_names(tmp_path):
+    from ms_weightnorm._checkpoint import atomic
+    name = "é" * 121 + ".safetensors"  # 254 bytes
+    for base in (name, "x" * 255):
+        tmp = os.path.basename(atomic.temporary_name(str(tmp_path), base))
+        assert len(tmp.encode()) <= 255 and tmp.startswith(".") and tmp.endswith(".tmp")
+    write_safetensors(str(tmp_path / name), {"w": np.ones(2, np.float32)})
+    assert os.listdir(tmp_path) == [name]
+
+
+_KILLED_SAVE = textwrap.dedent("""
+    import importlib.util, os, sys, time
+    reader = sys.argv[1]
+    spec = importlib.util.spec_from_file_location("_w", reader + "/__init__.py", submodule_search_locations=[reader])
+    m = importlib.util.module_from_spec(spec); sys.modules["_w"] = m; spec.loader.exec_module(m)
+    from _w import atomic
+    if sys.argv[3] == "named":
+        atomic._open_anonymous = lambda directory: -1  # the fallback: a named temporary file
+    def chunks():
+        for i in range(64):
+            yield bytes(1 << 20)  # 64 MiB in all
+            if i == 8:
+                print("midway", flush=True)
+                time.sleep(600)  # killed here
+    atomic.atomic_write(sys.argv[2], chunks())
+""")
+
+
+@pytest.mark.parametrize("how", ["tmpfile", "named"])
+def test_a_killed_save_leaves_the_target_and_says_what_else(how, tmp_path):
+    import re
+    import signal
+    path = str(tmp_path / "model.safetensors")
+    write_safetensors(path, {"w": np.ones(3, np.float32)})
+    old = open(path, "rb").read()
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_SAVE, os.path.dirname(ms_weightnorm_file()), path, how],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "midway"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert open(path, "rb").read() == old
+    left = sorted(set(os.listdir(tmp_path)) - {"model.safetensors"})
+    if how == "tmpfile":
+        assert left == []  # O_TMPFILE: the unfinished file never had a name
+    else:
+        # The documented fallback: one ".<name>.<16 hex>.tmp" file, 9 MiB of the 64 written.
+        assert len(left) == 1 and re.fullmatch(r"\.model\.safetensors\.[0-9a-f]{16}\.tmp", left[0]), left
+        assert os.path.getsize(tmp_path / left[0]) == 9 << 20
+
+
+def test_save_errors_name_the_destination_not_the_temporary_file(tmp_path):
+    path = str(tmp_path / "missing_dir" / "m.safetensors")
+    with pytest.raises(FileNotFoundError) as info:
+        write_safetensors(path, {"w": np.ones(2, np.float32)})
+    assert info.value.filename == path and ".tmp" not in str(info.value)
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    os.chmod(read_only, 0o500)
+    try:
+        if os.access(read_only, os.W_OK):  # root ignores permissions: nothing to test there
+            return
+        with pytest.raises(PermissionError) as info:
+            write_safetensors(str(read_only / "m.safetensors"), {"w": np.ones(2, np.float32)})
+        assert info.value.filename == str(read_only / "m.safetensors")
+    finally:
+        os.chmod(read_only, 0o700)

@@ -1,7 +1,7 @@
 """Move weights between PyTorch checkpoints and MindSpore networks, weight norm included.
 
 PyTorch is never imported here. ``.pt``/``.pth``/``.bin`` files are read with a restricted,
-bounded unpickler (see :mod:`ms_weightnorm._torch_pickle`): only what a state dict needs is
+bounded unpickler (see :mod:`ms_weightnorm._checkpoint`): only what a state dict needs is
 admitted, anything else is refused before it runs. ``.safetensors`` files are validated by the
 ``safetensors`` package and memory-mapped. Loading reads tensors as descriptions first and
 copies only those that go into the network; saving is atomic.
@@ -42,16 +42,17 @@ from mindspore import Parameter, Tensor, nn
 
 from .functional import g_shape
 from ._compat import own_params, private_nn_class
-from ._torch_pickle import (
+from ._checkpoint import (
     CheckpointError,
     LazyTensor,
     UnsafeCheckpointError,
-    _open_regular,
-    _short,
+    guarded,
     read_safetensors,
     read_torch_zip,
     write_safetensors,
 )
+from ._checkpoint.errors import clip, clip_message, names as _names, short as _short
+from ._checkpoint.files import open_regular as _open_regular
 from .parametrize import invalidate_compiled_graphs, original_class
 from .spectral_norm import (WARMUP_ITERATIONS, SpectralNormParametrization, default_dim, matrix_shape,
                             np_matrix, np_power_iteration, np_sigma, spectral_norms)
@@ -219,6 +220,11 @@ class _Problem(Exception):
     """A key that cannot be loaded; collected, then reported together."""
 
 
+class _ValueProblem(_Problem):
+    """A key whose values would change silently if loaded (complex into real, overflow to inf):
+    refused whatever ``strict``."""
+
+
 def _fit(array: np.ndarray, shape: Tuple[int, ...]) -> Optional[np.ndarray]:
     """``array`` in MindSpore's layout for a Parameter of ``shape``, or None if it does not fit."""
     if array.shape == shape:
@@ -278,7 +284,7 @@ def read_torch_checkpoint(path: PathLike) -> Any:
     memory-mapped file (tensors sharing a storage share memory): copy one to modify it.
 
     >>> import os, tempfile, numpy as np
-    >>> from ms_weightnorm._torch_pickle import write_safetensors
+    >>> from ms_weightnorm._checkpoint import write_safetensors
     >>> path = os.path.join(tempfile.mkdtemp(), "w.safetensors")
     >>> write_safetensors(path, {"fc.weight": np.eye(2, dtype=np.float32)})
     >>> read_torch_checkpoint(path)["fc.weight"].tolist()
@@ -291,7 +297,7 @@ def _read(path: PathLike, lazy: bool) -> Any:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint file at {path!r}")
-    head = _head(path)
+    head = guarded(_head, path)
     # By content, not by name: .bin and .ckpt are used for both formats in the wild.
     if path.endswith(".safetensors") or head[8:9] == b"{":
         return read_safetensors(path, lazy=lazy)
@@ -319,9 +325,10 @@ class _Source(Mapping):
     checks then report. So loading costs what the network needs, whatever the file holds.
     """
 
-    def __init__(self, entries: Mapping[str, Any], limit: int):
+    def __init__(self, entries: Mapping[str, Any], limit: int, path: Optional[str] = None):
         self._entries = entries
         self._limit = limit
+        self._path = path  # the file the entries come from: errors reading them name it
         self._done: Dict[str, np.ndarray] = {}
 
     def __getitem__(self, key: str) -> np.ndarray:
@@ -329,8 +336,13 @@ class _Source(Mapping):
         if found is None:
             value = self._entries[key]
             if isinstance(value, LazyTensor):
-                found = (np.broadcast_to(np.zeros((), value.dtype), value.shape) if value.size > self._limit
-                         else value.array())
+                if value.size > self._limit:
+                    found = np.broadcast_to(np.zeros((), value.dtype), value.shape)
+                elif self._path is not None:
+                    # Data is read (and CRC-checked) only now: behind the reader's exception boundary.
+                    found = guarded(lambda _: value.array(), self._path)
+                else:
+                    found = value.array()
             else:
                 found = _to_numpy(key, value)
             self._done[key] = found
@@ -348,7 +360,9 @@ def _source_arrays(source: Any, limit: int) -> _Source:
         loaded = _read(source, lazy=True)
         if not isinstance(loaded, Mapping):
             raise TypeError(f"{os.fspath(source)!r} holds a {type(loaded).__name__}, not a state dict")
-        source = loaded
+        source, path = loaded, os.fspath(source)
+    else:
+        path = None
     if not isinstance(source, Mapping):
         raise TypeError(
             f"source must be a checkpoint path or a mapping of names to arrays, got {type(source).__name__}")
@@ -357,7 +371,7 @@ def _source_arrays(source: Any, limit: int) -> _Source:
             raise TypeError(f"state dict keys must be strings, got {_short(key)}")
         if not isinstance(value, (LazyTensor, np.ndarray)):
             _check_value(key, value)
-    return _Source(source, limit)
+    return _Source(source, limit, path)
 
 
 # --- loading ----------------------------------------------------------------------------------
@@ -418,7 +432,8 @@ def _values_for(target: _Target, kind: str, keys: Tuple[str, ...],
     if kind == "plain":
         w = _fit(src[keys[0]], shape)
         if w is None:
-            raise _Problem(f"{what}: checkpoint '{keys[0]}' has shape {src[keys[0]].shape}")
+            raise _Problem(f"{what}: checkpoint '{clip(keys[0])}' has shape {src[keys[0]].shape}")
+        w = _real(w, keys[0])
         g = v = None
     else:
         g, v = src[keys[0]], src[keys[1]]
@@ -433,11 +448,11 @@ def _values_for(target: _Target, kind: str, keys: Tuple[str, ...],
 
     if target.sn is not None:
         if w is None:
-            w = g.astype(np.float64) * (v.astype(np.float64) / _norm(v, src_axis))
-        return _sn_split(target, w)
+            w = _real(g, keys[0]).astype(np.float64) * (_real(v, keys[1]).astype(np.float64) / _norm(v, src_axis))
+        return _sn_split(target, w, keys[0])
     if target.wn is None:
         if w is None:
-            w = g.astype(np.float64) * (v.astype(np.float64) / _norm(v, src_axis))
+            w = _real(g, keys[0]).astype(np.float64) * (_real(v, keys[1]).astype(np.float64) / _norm(v, src_axis))
         values: Tuple[np.ndarray, ...] = (w,)
     else:
         want_g = g_shape(shape, target.wn.dim)
@@ -445,17 +460,64 @@ def _values_for(target: _Target, kind: str, keys: Tuple[str, ...],
             values = (g, v)  # same split: copy exactly
         else:
             if w is None:
-                w = g.astype(np.float64) * (v.astype(np.float64) / _norm(v, src_axis))
+                w = _real(g, keys[0]).astype(np.float64) * (_real(v, keys[1]).astype(np.float64) / _norm(v, src_axis))
             values = (_norm(w, target.wn.dim, target.wn.eps).reshape(want_g), w)
-    return tuple(np.asarray(a).astype(_np_dtype(p)) for a, p in zip(values, target.params))
+    return tuple(_cast(a, p, k) for a, p, k in zip(values, target.params, keys * 2 if len(keys) == 1 else keys))
 
 
-def _sn_split(target: _Target, w: np.ndarray) -> Tuple[np.ndarray, ...]:
+# Largest finite value of each float type a Parameter can have; a value that rounds past it
+# becomes inf. bfloat16's: (2 - 2**-7) * 2**127.
+_FLOAT_MAX = {ms.float16: float(np.finfo(np.float16).max), ms.float32: float(np.finfo(np.float32).max),
+              ms.float64: float(np.finfo(np.float64).max), ms.bfloat16: (2 - 2 ** -7) * 2.0 ** 127}
+
+
+def _real(x: np.ndarray, key: str) -> np.ndarray:
+    """``x`` if it is real; complex values are refused (they never load into a real Parameter)."""
+    if np.asarray(x).dtype.kind == "c":
+        raise _ValueProblem(f"checkpoint '{clip(key)}' is complex ({x.dtype}); complex values are not loaded into "
+                       f"a real Parameter (PyTorch would drop the imaginary part). Store x.real (or abs(x)) "
+                       f"in the checkpoint if that is what you mean")
+    return x
+
+
+def _cast(x: np.ndarray, param: Parameter, key: str) -> np.ndarray:
+    """``x`` as ``param``'s dtype, refusing the two casts that change values without a word.
+
+    Complex into real is refused. A float value that is finite in the checkpoint but would
+    overflow to inf in the Parameter's narrower float type (float64 1e6 into float16) is refused,
+    naming the key. Everything else converts as numpy's ``astype`` and PyTorch's ``copy_`` do:
+    floats round to the nearest representable value (subnormals and underflow to 0 included),
+    NaN and inf stay, floats into ints truncate toward zero, ints wrap into narrower ints.
+    """
+    x = _real(np.asarray(x), key)
+    dtype = _np_dtype(param)
+    limit = _FLOAT_MAX.get(param.dtype)
+    if limit is not None and x.dtype.kind in "fiu" and x.size:
+        wide = x.astype(np.float64) if x.dtype.kind in "iu" else x
+        finite = np.isfinite(wide)
+        with np.errstate(over="ignore", invalid="ignore"):
+            if param.dtype == ms.bfloat16:
+                # Rounded to nearest, ties to even: from the max plus half its last place on, inf.
+                overflow = np.abs(np.where(finite, wide, 0)) >= (2 - 2 ** -8) * 2.0 ** 127
+            else:
+                overflow = np.isinf(np.where(finite, wide, 0).astype(dtype))
+        overflow &= finite
+        if overflow.any():
+            big = float(np.max(np.abs(wide[overflow])))
+            raise _ValueProblem(f"checkpoint '{clip(key)}': {int(overflow.sum())} finite value(s) (largest magnitude "
+                           f"{big:.6g}) overflow to inf in the Parameter's {param.dtype} (largest finite "
+                           f"{limit:.6g}); nothing was converted. Rescale the weights, or give the Parameter a "
+                           f"wider dtype")
+    with np.errstate(over="ignore", invalid="ignore"):
+        return x.astype(dtype)
+
+
+def _sn_split(target: _Target, w: np.ndarray, key: str) -> Tuple[np.ndarray, ...]:
     """(orig, u, v) for a spectral-normed ``target`` from a plain weight: u, v re-estimated."""
     sn = target.sn
     u0, v0 = (_param_numpy(p).astype(np.float64) for p in target.params[1:])
     u, v = np_power_iteration(np_matrix(w.astype(np.float64), sn.dim), u0, v0, WARMUP_ITERATIONS, sn.eps)
-    return tuple(np.asarray(a).astype(_np_dtype(p)) for a, p in zip((w, u, v), target.params))
+    return tuple(_cast(a, p, key) for a, p in zip((w, u, v), target.params))
 
 
 def _sn_values(target: _Target, keys: Tuple[str, ...], src: Mapping[str, np.ndarray],
@@ -477,15 +539,15 @@ def _sn_values(target: _Target, keys: Tuple[str, ...], src: Mapping[str, np.ndar
         raise _Problem(f"{what}: checkpoint '{keys[1]}' {u.shape} and '{keys[2]}' {v.shape} fit no "
                        f"matrix view of the weight")
     if target.sn is not None and dim == target.sn.dim:
-        return tuple(np.asarray(a).astype(_np_dtype(p)) for a, p in zip((orig, u, v), target.params))
-    sigma = np_sigma(orig, u, v, dim)
+        return tuple(_cast(a, p, k) for a, p, k in zip((orig, u, v), target.params, keys))
+    sigma = np_sigma(_real(orig, keys[0]), u, v, dim)
     if not np.isfinite(sigma) or sigma == 0:
         raise _Problem(f"{what}: checkpoint '{keys[0]}' with its u, v gives sigma = {sigma}")
     w = orig.astype(np.float64) / sigma
     if target.sn is not None:
-        return _sn_split(target, w)
+        return _sn_split(target, w, keys[0])
     if target.wn is None:
-        return (w.astype(_np_dtype(target.params[0])),)
+        return (_cast(w, target.params[0], keys[0]),)
     return _values_for(target, "plain", keys[:1], {keys[0]: w})
 
 
@@ -551,6 +613,7 @@ def load_torch_state_dict(net: nn.Cell, source: Union[PathLike, Mapping[str, Any
     # id(Parameter) -> (value, checkpoint key it came from): a tied Parameter appears once.
     values_of: Dict[int, Tuple[Parameter, np.ndarray, str]] = {}
     conflicts: List[str] = []
+    value_errors: List[str] = []
     for target in targets:
         try:
             kind, keys = _find(target, src)
@@ -558,6 +621,9 @@ def load_torch_state_dict(net: nn.Cell, source: Union[PathLike, Mapping[str, Any
                 absent.append(target)
                 continue
             values = _values_for(target, kind, keys, src)
+        except _ValueProblem as err:
+            value_errors.append(str(err))
+            continue
         except _Problem as err:
             problems.append(str(err))
             bad_params.extend(target.keys)
@@ -569,13 +635,17 @@ def load_torch_state_dict(net: nn.Cell, source: Union[PathLike, Mapping[str, Any
             if seen is None:
                 values_of[id(param)] = (param, value, key)
             elif not _same(seen[1], value):
-                conflicts.append(f"'{seen[2]}' and '{key}'")
+                conflicts.append(f"'{clip(seen[2])}' and '{clip(key)}'")
+    if value_errors:
+        raise ValueError(clip_message(
+            f"cannot load the state dict into {type(net).__name__}; nothing was loaded, whatever strict: "
+            f"{len(value_errors)} key(s) would change value in the conversion: " + "; ".join(value_errors)))
     if conflicts:
-        raise ValueError(
+        raise ValueError(clip_message(
             f"cannot load the state dict into {type(net).__name__}; nothing was loaded: these keys go to "
             f"one Parameter shared (tied) by several cells of the network, but the checkpoint gives them "
-            f"different values: {', '.join(conflicts)}. Keep one of each pair in the checkpoint, or "
-            f"untie the Parameters in the network.")
+            f"different values: {_names(conflicts)}. Keep one of each pair in the checkpoint, or "
+            f"untie the Parameters in the network."))
     # A tied weight is loaded through any of its paths: it is missing only if none has a key.
     missing = [k for t in absent if not all(id(p) in values_of for p in t.params) for k in t.keys]
     updates = [(param, value) for param, value, _ in values_of.values()]
@@ -585,15 +655,17 @@ def load_torch_state_dict(net: nn.Cell, source: Union[PathLike, Mapping[str, Any
         lines = [f"cannot load the state dict into {type(net).__name__}; nothing was loaded:"]
         if problems:
             lines.append(f"  {len(problems)} mismatched:")
-            lines += [f"    {p}" for p in problems]
+            lines += [f"    {clip(p, 300)}" for p in problems[:20]]
+            if len(problems) > 20:
+                lines.append(f"    ... and {len(problems) - 20} more")
         if missing:
             lines.append(f"  {len(missing)} missing (Parameters of the network that no key provides): "
-                         + ", ".join(missing))
+                         + _names(missing))
         extra = [k for k in unexpected if k not in bad_keys]
         if extra:
-            lines.append(f"  {len(extra)} unexpected (keys the network has no Parameter for): " + ", ".join(extra))
+            lines.append(f"  {len(extra)} unexpected (keys the network has no Parameter for): " + _names(extra))
         lines.append("  Fix the names/shapes, or pass strict=False to load what matches and get the rest back.")
-        raise ValueError("\n".join(lines))
+        raise ValueError(clip_message("\n".join(lines)))
     # Everything is computed and converted: only now touch the network.
     for param, value in updates:
         param.set_data(Tensor(value, dtype=param.dtype))

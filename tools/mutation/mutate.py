@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE))
 
 from mutmut_config import MODULE_TESTS, PKG  # noqa: E402
 
-COPY = ("src", "tests", "examples", "tools", "pyproject.toml", "README.md")
+COPY = ("src", "tests", "examples", "tools", "fuzz", "pyproject.toml", "README.md")
 
 
 def _mutmut() -> str:
@@ -53,7 +53,7 @@ def _run_module(work: Path, module: str, seconds: float, env: dict) -> str:
     runner = f"{sys.executable} tools/mutation/runner.py {module}"
     cmd = [_mutmut(), "run", "--paths-to-mutate", PKG + module, "--tests-dir", "tests",
            "--runner", runner, "--no-progress", "--simple-output"]
-    log = open(work / f"mutmut-{module}.log", "w")
+    log = open(work / f"mutmut-{module.replace('/', '_')}.log", "w")
     proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
@@ -88,7 +88,9 @@ def _results(work: Path):
     con.close()
     by_module: dict = {}
     for mid, status, filename, line_number, line in rows:
-        by_module.setdefault(Path(filename).name, []).append((mid, status, line_number + 1, line))
+        # Keyed like MODULE_TESTS: the path under the package (``_checkpoint/unpickler.py``).
+        name = filename.split(PKG, 1)[-1] if PKG in filename else Path(filename).name
+        by_module.setdefault(name, []).append((mid, status, line_number + 1, line))
     return by_module
 
 
@@ -133,7 +135,7 @@ def main(argv=None) -> int:
     results = _results(work)
     total_killed = total_tested = 0
     survivors = []
-    print("\nmodule              killed/tested  (timeout, suspicious, skipped: message or sampled out,"
+    print(f"\n{'module':32s}killed/tested  (timeout, suspicious, skipped: message or sampled out,"
           " untested: out of time)")
     for module in modules:
         rows = results.get(module, [])
@@ -143,7 +145,7 @@ def main(argv=None) -> int:
         tested = killed + count["bad_survived"]
         total_killed += killed
         total_tested += tested
-        print(f"{module:20s}{killed:6d}/{tested:<6d}    ({count['bad_timeout']}, {count['ok_suspicious']}, "
+        print(f"{module:32s}{killed:6d}/{tested:<6d}    ({count['bad_timeout']}, {count['ok_suspicious']}, "
               f"{count['skipped']}, {count['untested']})")
         survivors += [(module, *r) for r in rows if r[1] == "bad_survived"]
     score = 100.0 * total_killed / total_tested if total_tested else 0.0

@@ -1,0 +1,124 @@
+"""The fuzzing property of the checkpoint reader, one function per target (no atheris needed:
+``targets.py`` runs these under libFuzzer, ``tests/test_fuzz.py`` replays inputs through them).
+
+- ``zip``: the bytes are a whole ``torch.save`` file (zip directory, archive layout, pickle,
+  tensors), read in memory through the reader's exception boundary;
+- ``pickle``: the bytes are a ``data.pkl`` record, unpickled against storages of zeros;
+- ``safetensors``: the bytes are a ``.safetensors`` file (written to a file, as the reference
+  implementation reads files).
+
+The property, checked on every input: it loads, and every array that views the input lies
+inside the input's bytes; or it raises ``CheckpointError``. Anything else (another exception,
+an array outside the input) is a finding. The modules are called *inside* the reader's
+exception boundary (which would turn a stray ``struct.error`` into a ``CheckpointError``), so
+that a check missing in the code itself is found, not masked; time and memory are bounded by the runner
+(libFuzzer's ``-timeout`` and ``-rss_limit_mb`` and an address-space limit in ``targets.py``; a
+subprocess with limits in the tests). The reader package is loaded alone (no MindSpore).
+"""
+import importlib.util
+import os
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PACKAGE = os.path.join(HERE, os.pardir, "src", "ms_weightnorm", "_checkpoint")
+
+
+def load_reader():
+    spec = importlib.util.spec_from_file_location("_fuzzed_reader", os.path.join(PACKAGE, "__init__.py"),
+                                                  submodule_search_locations=[PACKAGE])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["_fuzzed_reader"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+reader = load_reader()
+import numpy as np  # noqa: E402
+from _fuzzed_reader import (safetensors_io as _safetensors_io, tensors as _tensors,  # noqa: E402
+                            torch_zip as _torch_zip, unpickler as _unpickler)
+
+CheckpointError = reader.CheckpointError
+MAX_FUZZ_STORAGE = 1 << 20
+
+
+def _arrays(obj, out):
+    """Every array and lazy tensor in the loaded tree (bounded: the tree came from a bounded input)."""
+    if isinstance(obj, dict):
+        for v in obj.values():
+            _arrays(v, out)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _arrays(v, out)
+    elif isinstance(obj, (np.ndarray, _tensors.LazyTensor)):
+        out.append(obj)
+    return out
+
+
+def _check_inside(arrays, data: bytes) -> None:
+    """Every array that views memory (not a copy) lies inside ``data``'s buffer."""
+    base = np.frombuffer(data, np.uint8)
+    lo, hi = base.__array_interface__["data"][0], base.__array_interface__["data"][0] + len(data)
+    for a in arrays:
+        if isinstance(a, _tensors.LazyTensor):
+            a = a.array()
+        if a.size == 0 or a.base is None:
+            continue  # an empty array, or a fresh copy (bfloat16 widened), owns its memory
+        first, last = np.byte_bounds(a)
+        root = a
+        while isinstance(root.base, np.ndarray):
+            root = root.base
+        if root.base is None or not isinstance(root.base, (bytes, memoryview)):
+            continue  # a view of a copy the reader made (bfloat16 widened from in-bounds bits)
+        if not (lo <= first and last <= hi):
+            raise AssertionError(f"an array spans [{first - lo}, {last - lo}) of a {len(data)}-byte input")
+
+
+def zip_target(data: bytes) -> None:
+    view = memoryview(data)
+    lazy = len(data) % 2 == 0  # both paths: lazy descriptions, and arrays
+    try:
+        obj = _torch_zip.read_archive(view, "<fuzz input>", lazy)
+        _check_inside(_arrays(obj, []), data)
+    except CheckpointError:
+        pass
+
+
+class _ZeroStorages:
+    def __call__(self, key, code, numel):
+        nbytes = numel * _tensors.element_dtype(code).itemsize
+        if nbytes > MAX_FUZZ_STORAGE:
+            raise CheckpointError("storage larger than the fuzzer's storages")
+        blob = bytes(nbytes)
+        return _tensors.Storage(key, code, numel, lambda: memoryview(blob))
+
+
+def pickle_target(data: bytes) -> None:
+    try:
+        obj = _torch_zip.finish_tree(_unpickler.Unpickler(data, _ZeroStorages(), "<fuzz input>").load(),
+                                     lambda x: x, "<fuzz input>")
+        for a in _arrays(obj, []):
+            if isinstance(a, _tensors.LazyTensor):
+                a.array()
+    except CheckpointError:
+        pass
+
+
+_ST_PATH = os.path.join(tempfile.mkdtemp(prefix="fuzz-st-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None),
+                        "input.safetensors")
+
+
+def safetensors_target(data: bytes) -> None:
+    with open(_ST_PATH, "wb") as f:
+        f.write(data)
+    try:
+        obj = _safetensors_io.read_safetensors(_ST_PATH, lazy=len(data) % 2 == 0)
+        arrays = [a.array() if isinstance(a, _tensors.LazyTensor) else a for a in obj.values()]
+        for a in arrays:  # views of the file's map: inside it by construction of the slices; touch them
+            if a.size:
+                a.reshape(-1)[[0, -1]]
+    except CheckpointError:
+        pass
+
+
+TARGETS = {"zip": zip_target, "pickle": pickle_target, "safetensors": safetensors_target}
