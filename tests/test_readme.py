@@ -213,6 +213,12 @@ def _check_docs_build(r: Result) -> None:
     assert "WARNING" not in r.out and "Documentation built" in r.out, r.out[-2000:]
 
 
+def _check_fuzz(r: Result) -> None:
+    row = re.search(r"^pickle +(\d+) +(\d+) +(\d+) +\S+ -> \S+ +(\d+) ", r.out, flags=re.M)
+    assert row and int(row.group(1)) > 0 and int(row.group(2)) > 0, r.out[-3000:]
+    assert int(row.group(4)) == 0 and "fuzz: 0 finding(s)" in r.out and r.returncode == 0, r.out[-3000:]
+
+
 def _check_msrun(r: Result) -> None:
     # Rank 0 prints the global-batch loss as it trains, then a summary; rank 1 its last line.
     # msrun echoes each worker's log with its own `tail -f`, so one rank's line can land in the
@@ -251,6 +257,7 @@ PLANS: Dict[str, Plan] = {
     "bash run.sh test": Plan("cheap", " --collect-only", _check_test_suite_collects),
     "bash run.sh test tests/test_docs.py": Plan("cheap", " --collect-only", _check_test_docs_collects),
     "bash run.sh docs": Plan("full", "", _check_docs_build),
+    "bash run.sh fuzz": Plan("cheap", " --seconds 3 --fuzzers pickle", _check_fuzz),
     "bash run.sh exec python examples/hifigan_port.py --help": Plan("full", "", _check_hifigan_help),
     "bash run.sh bench": Plan("cheap", " --help", _check_bench_help),
     "bash run.sh bench --skip kernels,reparam,train,infer": Plan("cheap", " --quick", _check_added_cost_only),
