@@ -6,7 +6,6 @@ the outcome, time and peak memory are checked. The same files go through
 ``torch.load(weights_only=True)`` and the ``safetensors`` package: wherever they refuse
 a file, so do we; where they are weaker (a bad CRC, a FIFO) we still refuse.
 """
-import importlib.util
 import json
 import os
 import pickle
@@ -20,26 +19,16 @@ from collections import OrderedDict
 
 import numpy as np
 import pytest
+from reader_pkg import DIRECTORY, LOAD_READER, load_reader
 
-READER = os.path.join(os.path.dirname(importlib.util.find_spec("ms_weightnorm").origin), "_checkpoint")
+READER = DIRECTORY
 MiB = 1 << 20
 READER_LIMIT = 1 << 30        # address space for the numpy-only reader (numpy alone needs ~120 MB)
 HEAVY_LIMIT = 3 << 30         # MindSpore or torch imported (~850 MB / 1.3 GB of address space)
 
 
-# Loads the reader package under a name of its own, without importing ms_weightnorm (MindSpore).
-LOAD_READER = textwrap.dedent("""
-    def load_reader(directory, name="_reader"):
-        import importlib.util, os, sys
-        spec = importlib.util.spec_from_file_location(
-            name, os.path.join(directory, "__init__.py"), submodule_search_locations=[directory])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-        return module
-""")
-exec(LOAD_READER)
-tp = load_reader(READER, "_hostile_reader")  # noqa: F821 (defined by the exec above)
+# The reader package under a name of its own, without importing ms_weightnorm (MindSpore).
+tp = load_reader(READER, "_hostile_reader")
 from _hostile_reader import limits as tp_limits, unpickler as tp_unpickler  # noqa: E402
 
 

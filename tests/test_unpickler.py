@@ -1,8 +1,6 @@
 """The unpickler's opcode allowlist, the lengths its opcodes declare, and its bounds (each at the
 bound and one past it). The reader package is loaded alone: no MindSpore; torch only as a reference."""
-import importlib.util
 import json
-import os
 import pickle
 import pickletools
 import struct
@@ -12,22 +10,10 @@ import textwrap
 from collections import OrderedDict
 
 import pytest
+from reader_pkg import DIRECTORY, LOAD_READER, load_reader
 
-PKG = os.path.join(os.path.dirname(importlib.util.find_spec("ms_weightnorm").origin), "_checkpoint")
-LOAD = textwrap.dedent("""
-    def load_reader(directory, name="_unpickler_pkg"):
-        import importlib.util, os, sys
-        if name in sys.modules:
-            return sys.modules[name]
-        spec = importlib.util.spec_from_file_location(
-            name, os.path.join(directory, "__init__.py"), submodule_search_locations=[directory])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-        return module
-""")
-exec(LOAD)
-tp = load_reader(PKG)  # noqa: F821
+PKG = DIRECTORY
+tp = load_reader(PKG, "_unpickler_pkg")
 from _unpickler_pkg import limits, unpickler  # noqa: E402
 
 CheckpointError, UnsafeCheckpointError = tp.CheckpointError, tp.UnsafeCheckpointError
@@ -98,10 +84,10 @@ def test_bytes_that_are_no_opcode_are_refused(byte):
         load(b"\x80\x02" + byte + b".")
 
 
-_BOUNDED = LOAD + textwrap.dedent("""
+_BOUNDED = LOAD_READER + textwrap.dedent("""
     import json, resource, sys, time
     resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
-    tp = load_reader(sys.argv[1])
+    tp = load_reader(sys.argv[1], "_unpickler_pkg")
     from _unpickler_pkg import unpickler
     data = bytes.fromhex(sys.argv[2])
     start = time.perf_counter()

@@ -1,7 +1,6 @@
 """The zip container, validated from its own bytes: every rule of ``_checkpoint.zipfile_reader``
 gets a file that breaks it, written byte by byte here, and each bound is tested at the bound and
 one past it. No MindSpore or torch needed (the reader package is loaded alone)."""
-import importlib.util
 import json
 import os
 import pickle
@@ -15,22 +14,10 @@ from collections import OrderedDict
 
 import numpy as np
 import pytest
+from reader_pkg import DIRECTORY, LOAD_READER, load_reader
 
-PKG = os.path.join(os.path.dirname(importlib.util.find_spec("ms_weightnorm").origin), "_checkpoint")
-LOAD = textwrap.dedent("""
-    def load_reader(directory, name="_zip_reader_pkg"):
-        import importlib.util, os, sys
-        if name in sys.modules:
-            return sys.modules[name]
-        spec = importlib.util.spec_from_file_location(
-            name, os.path.join(directory, "__init__.py"), submodule_search_locations=[directory])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-        return module
-""")
-exec(LOAD)
-tp = load_reader(PKG)  # noqa: F821
+PKG = DIRECTORY
+tp = load_reader(PKG, "_zip_reader_pkg")
 from _zip_reader_pkg import limits, zipfile_reader  # noqa: E402
 
 
@@ -193,7 +180,7 @@ def test_record_count_bound_at_and_past(tmp_path):
         zipfile_reader.read_directory(memoryview(_entries_file(131073)), "past")
 
 
-_BOUNDED_CHILD = LOAD + textwrap.dedent("""
+_BOUNDED_CHILD = LOAD_READER + textwrap.dedent("""
     import json, resource, sys, time
     resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
     tp = load_reader(sys.argv[1])
