@@ -42,6 +42,8 @@ def test_names_mindspore_has_are_never_replaced():
         del nn.utils.weight_norm
 
 
+# The reference is torch.nn.utils.weight_norm itself, which torch marks deprecated.
+@pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated:FutureWarning")
 @pytest.mark.parametrize("dim", [0, 1, 2, -1, None])
 def test_torch_signature_and_dim_match_pytorch_on_conv1d(api, dim):
     """weight_norm(module, name, dim) with PyTorch's dim: g has torch's values on MindSpore's 4-D weight."""
