@@ -422,6 +422,11 @@ def _find(target: _Target, src: Mapping[str, np.ndarray]) -> Tuple[str, Tuple[st
     return styles[0] if styles else ("", ())
 
 
+def _compose(g: np.ndarray, v: np.ndarray, keys: Tuple[str, ...], axis: Optional[int]) -> np.ndarray:
+    """The plain weight ``g * v / ||v||`` (float64) from a checkpoint's g and v, refusing complex ones."""
+    return _real(g, keys[0]).astype(np.float64) * (_real(v, keys[1]).astype(np.float64) / _norm(v, axis))
+
+
 def _values_for(target: _Target, kind: str, keys: Tuple[str, ...],
                 src: Mapping[str, np.ndarray]) -> Tuple[np.ndarray, ...]:
     """The arrays to put into ``target.params``, in MindSpore layout and dtype."""
@@ -448,11 +453,11 @@ def _values_for(target: _Target, kind: str, keys: Tuple[str, ...],
 
     if target.sn is not None:
         if w is None:
-            w = _real(g, keys[0]).astype(np.float64) * (_real(v, keys[1]).astype(np.float64) / _norm(v, src_axis))
+            w = _compose(g, v, keys, src_axis)
         return _sn_split(target, w, keys[0])
     if target.wn is None:
         if w is None:
-            w = _real(g, keys[0]).astype(np.float64) * (_real(v, keys[1]).astype(np.float64) / _norm(v, src_axis))
+            w = _compose(g, v, keys, src_axis)
         values: Tuple[np.ndarray, ...] = (w,)
     else:
         want_g = g_shape(shape, target.wn.dim)
@@ -460,7 +465,7 @@ def _values_for(target: _Target, kind: str, keys: Tuple[str, ...],
             values = (g, v)  # same split: copy exactly
         else:
             if w is None:
-                w = _real(g, keys[0]).astype(np.float64) * (_real(v, keys[1]).astype(np.float64) / _norm(v, src_axis))
+                w = _compose(g, v, keys, src_axis)
             values = (_norm(w, target.wn.dim, target.wn.eps).reshape(want_g), w)
     return tuple(_cast(a, p, k) for a, p, k in zip(values, target.params, keys * 2 if len(keys) == 1 else keys))
 
