@@ -16,6 +16,7 @@ from . import functional as F
 from ._compat import own_params
 from .parametrize import (
     Parametrization,
+    StaleTrainerWarning,
     cell_label,
     original_class,
     parametrizations,
@@ -420,8 +421,6 @@ def remove_all_weight_norm(net: nn.Cell) -> List[str]:
         raise TypeError(f"remove_all_weight_norm: net must be a mindspore.nn.Cell, got {type(net).__name__}")
     cells = list(net.cells_and_names())
     normed = [(path, cell) for path, cell in cells if _own_weight_norms(cell)]
-    from .parametrize import StaleTrainerWarning
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", StaleTrainerWarning)
         stale_paths = []
