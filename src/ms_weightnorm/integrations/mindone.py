@@ -27,11 +27,10 @@ import types
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
-import mindspore as ms
 from mindspore import Parameter, nn
 
 from .._compat import own_params
-from ..weight_norm import is_weight_normed, torch_dim, weight_norms
+from ..weight_norm import weight_norms
 from ..weight_norm import remove_weight_norm as _remove_weight_norm
 from ..weight_norm import weight_norm as _weight_norm
 from . import mindspore_api
@@ -85,16 +84,11 @@ class WeightNorm(nn.Cell):
         # Where mindone drops the wrapper (apply_weight_norm), a prefix would give every layer the
         # same names and GRAPH_MODE refuses duplicate names; kept, the parent's prefix still applies.
         super().__init__(auto_prefix=False)
-        if axis is not None:
-            if dim not in (0, axis):
-                raise TypeError(f"WeightNorm got dim={dim} and axis={axis}; pass one of them (axis= is another name "
-                                f"for PyTorch's dim=)")
-            dim = axis
         layer = weight_norm_cell
-        _weight_norm(layer, name, torch_dim(layer, dim, name))
+        _weight_norm(layer, name, mindspore_api.torch_axis(layer, name, dim, axis, "WeightNorm"))
         _give_remover(layer)
         self.weight_norm_cell = layer
-        self.dim = dim
+        self.dim = dim if axis is None else axis  # PyTorch's numbering, as mindone keeps it
         self.param_name = name
         self.use_weight_norm = True
         for attr in ("kernel_size", "stride", "dilation"):

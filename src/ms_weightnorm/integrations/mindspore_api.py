@@ -49,12 +49,22 @@ def weight_norm(module: nn.Cell, name: str = "weight", dim: Optional[int] = 0, *
     >>> weight_norm(nn.Dense(3, 2)).weight_g.shape
     (2, 1)
     """
+    return _weight_norm(module, name, torch_axis(module, name, dim, axis, "weight_norm()"))
+
+
+def torch_axis(module: nn.Cell, name: str, dim: Optional[int], axis: Optional[int], caller: str) -> Optional[int]:
+    """The ``dim`` this library takes for PyTorch's ``dim=`` or its other name ``axis=`` (one of them).
+
+    >>> from mindspore import nn
+    >>> torch_axis(nn.Conv1d(2, 2, 3), "weight", 0, 2, "weight_norm()")
+    3
+    """
     if axis is not None:
         if dim not in (0, axis):
-            raise TypeError(f"weight_norm() got dim={dim} and axis={axis}; pass one of them (axis= is another "
+            raise TypeError(f"{caller} got dim={dim} and axis={axis}; pass one of them (axis= is another "
                             f"name for PyTorch's dim=)")
         dim = axis
-    return _weight_norm(module, name, torch_dim(module, dim, name))
+    return torch_dim(module, dim, name)
 
 
 def remove_weight_norm(module: nn.Cell, name: str = "weight") -> nn.Cell:
