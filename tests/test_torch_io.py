@@ -333,8 +333,8 @@ def test_save_other_style_than_loaded_and_plain_net(tmp_path):
 def test_save_rejects_bad_style_and_name(tmp_path):
     with pytest.raises(ValueError, match="style must be 'new'"):
         save_torch_state_dict(MSConvNet(), os.path.join(tmp_path, "a.safetensors"), style="middle")
-    with pytest.raises(ValueError, match=r"\.safetensors name"):
-        save_torch_state_dict(MSConvNet(), os.path.join(tmp_path, "a.pt"))
+    with pytest.raises(ValueError, match=r"name the file \.pt, \.pth or \.bin \(torch\.save's format\) or \.safetensors"):
+        save_torch_state_dict(MSConvNet(), os.path.join(tmp_path, "a.ckpt"))
     assert os.listdir(tmp_path) == []
 
 
