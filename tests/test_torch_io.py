@@ -1065,3 +1065,32 @@ def test_save_errors_name_the_destination_not_the_temporary_file(tmp_path):
         assert info.value.filename == str(read_only / "m.safetensors")
     finally:
         os.chmod(read_only, 0o700)
+
+
+# --- the layout table ---------------------------------------------------------------------------
+
+def test_one_layout_table_read_by_every_module():
+    from mindspore import mint
+
+    import importlib
+
+    from ms_weightnorm import _layouts
+    init = importlib.import_module("ms_weightnorm.init")
+    sn_module = importlib.import_module("ms_weightnorm.spectral_norm")   # the package's names are the functions
+    wn_module = importlib.import_module("ms_weightnorm.weight_norm")
+
+    # MindSpore 2.10's mint has ConvTranspose2d only; the table takes whichever the build has.
+    mint_transposed = [getattr(mint.nn, n) for n in ("ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d")
+                       if hasattr(mint.nn, n)]
+    assert mint.nn.ConvTranspose2d in mint_transposed
+    assert all(cls in _layouts.TRANSPOSED for cls in mint_transposed)
+    assert init._TRANSPOSED is _layouts.TRANSPOSED   # init.py used to lack mint's classes
+    # mint's transposed weight is (in, out/groups, kh, kw): its output axis is 1 everywhere.
+    up = mint.nn.ConvTranspose2d(2, 3, 4)
+    assert tuple(up.weight.shape) == (2, 3, 4, 4)
+    assert sn_module.default_dim(up) == 1 and _layouts.output_axis(type(up)) == 1
+    # Only nn's Conv1d classes have the extra axis; mint's Conv1d has PyTorch's 3-D layout.
+    conv = nn.Conv1d(2, 3, 5)
+    assert wn_module.torch_dim(conv, 2) == 3 and wn_module.torch_dim(mint.nn.Conv1d(2, 3, 5), 2) == 2
+    assert _layouts.renames(nn.BatchNorm2d)["moving_variance"] == "running_var"
+    assert _layouts.dropped(nn.BatchNorm1d) == ("num_batches_tracked",) and _layouts.dropped(nn.LayerNorm) == ()

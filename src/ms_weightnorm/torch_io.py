@@ -42,7 +42,8 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn
 
 from .functional import g_shape
-from ._compat import own_params, private_nn_class
+from . import _layouts
+from ._compat import own_params
 from ._checkpoint import (
     CheckpointError,
     LazyTensor,
@@ -85,44 +86,12 @@ class LoadResult(NamedTuple):
 
 # --- names -----------------------------------------------------------------------------------
 
-def _norm_classes(*names: str) -> Tuple[type, ...]:
-    found = []
-    for name in names:
-        cls = getattr(nn, name, None)
-        if cls is None:
-            # Private bases (``_BatchNorm``) also cover user subclasses.
-            cls = private_nn_class("normalization", name)
-        if isinstance(cls, type):
-            found.append(cls)
-    return tuple(found)
-
-
-_BN_RENAMES = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean",
-               "moving_variance": "running_var"}
-_RENAMES: Tuple[Tuple[Tuple[type, ...], Dict[str, str]], ...] = (
-    ((nn.Embedding,), {"embedding_table": "weight"}),
-    (_norm_classes("_BatchNorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d",
-                   "_InstanceNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d"), _BN_RENAMES),
-    (_norm_classes("LayerNorm", "GroupNorm"), {"gamma": "weight", "beta": "bias"}),
-)
-# PyTorch buffers with no MindSpore counterpart, per class: dropped when loading.
-_DROPPED = (
-    (_RENAMES[1][0], ("num_batches_tracked",)),
-)
-_CONV1D = (nn.Conv1d, nn.Conv1dTranspose)
-
-
 def _renames(cell: nn.Cell) -> Dict[str, str]:
-    cls = original_class(cell)
-    for classes, table in _RENAMES:
-        if classes and issubclass(cls, classes):
-            return table
-    return {}
+    return _layouts.renames(original_class(cell))
 
 
 def _dropped(cell: nn.Cell) -> Tuple[str, ...]:
-    cls = original_class(cell)
-    return tuple(n for classes, names in _DROPPED if classes and issubclass(cls, classes) for n in names)
+    return _layouts.dropped(original_class(cell))
 
 
 def _join(path: str, name: str) -> str:
@@ -152,7 +121,7 @@ class _Target:
 
     @property
     def is_conv1d(self) -> bool:
-        return issubclass(original_class(self.cell), _CONV1D)
+        return issubclass(original_class(self.cell), _layouts.CONV1D)
 
 
 def _targets(net: nn.Cell) -> List[_Target]:
