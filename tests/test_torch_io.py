@@ -1094,3 +1094,19 @@ def test_one_layout_table_read_by_every_module():
     assert wn_module.torch_dim(conv, 2) == 3 and wn_module.torch_dim(mint.nn.Conv1d(2, 3, 5), 2) == 2
     assert _layouts.renames(nn.BatchNorm2d)["moving_variance"] == "running_var"
     assert _layouts.dropped(nn.BatchNorm1d) == ("num_batches_tracked",) and _layouts.dropped(nn.LayerNorm) == ()
+
+
+def test_messages_name_the_cells_path():
+    net = nn.SequentialCell(OrderedDict(body=nn.SequentialCell([weight_norm(nn.Dense(3, 2)), nn.Dense(2, 2)])))
+    state = {"body.0.weight_g": np.ones((2, 2), np.float32), "body.0.weight_v": np.ones((2, 3), np.float32),
+             "body.0.bias": np.zeros(2, np.float32), "body.1.weight": np.ones((2, 2), np.complex64),
+             "body.1.bias": np.zeros(2, np.float32)}
+    with pytest.raises(ValueError) as info:
+        load_torch_state_dict(net, state)
+    assert ("cell 'body.1' (Dense), body.1.weight (MindSpore body.1.weight, shape (2, 2)): checkpoint "
+            "'body.1.weight' is complex") in str(info.value)
+    del state["body.1.weight"]
+    with pytest.raises(ValueError) as info:
+        load_torch_state_dict(net, state)
+    assert ("cell 'body.0' (Dense), body.0.weight (MindSpore body.0.weight_g, body.0.weight_v, shape (2, 3)): "
+            "'body.0.weight_g': g of shape (2, 2) does not fit v of shape (2, 3)") in str(info.value)

@@ -394,6 +394,19 @@ def _find(target: _Target, src: Mapping[str, np.ndarray]) -> Tuple[str, Tuple[st
     return styles[0] if styles else ("", ())
 
 
+def _what(target: _Target) -> str:
+    """How messages name a weight: its PyTorch key, where it lives in the network, its shape."""
+    return f"{target.torch_key} (MindSpore {', '.join(target.keys)}, shape {target.shape})"
+
+
+def _in_cell(target: _Target, message: str) -> str:
+    """``message`` naming the cell it concerns by its path in the network (and class)."""
+    if message.startswith(_what(target)):
+        return message  # already names the Parameters' paths
+    where = f"cell '{target.path}'" if target.path else "the network itself"
+    return f"{where} ({original_class(target.cell).__name__}), {_what(target)}: {message}"
+
+
 def _compose(g: np.ndarray, v: np.ndarray, keys: Tuple[str, ...], axis: Optional[int]) -> np.ndarray:
     """The plain weight ``g * v / ||v||`` (float64) from a checkpoint's g and v, refusing complex ones."""
     return _real(g, keys[0]).astype(np.float64) * (_real(v, keys[1]).astype(np.float64) / _norm(v, axis))
@@ -403,7 +416,7 @@ def _values_for(target: _Target, kind: str, keys: Tuple[str, ...],
                 src: Mapping[str, np.ndarray]) -> Tuple[np.ndarray, ...]:
     """The arrays to put into ``target.params``, in MindSpore layout and dtype."""
     shape = target.shape
-    what = f"{target.torch_key} (MindSpore {', '.join(target.keys)}, shape {shape})"
+    what = _what(target)
     if kind == "sn":
         return _sn_values(target, keys, src, what)
     if kind == "plain":
@@ -599,10 +612,10 @@ def load_torch_state_dict(net: nn.Cell, source: Union[PathLike, Mapping[str, Any
                 continue
             values = _values_for(target, kind, keys, src)
         except _ValueProblem as err:
-            value_errors.append(str(err))
+            value_errors.append(_in_cell(target, str(err)))
             continue
         except _Problem as err:
-            problems.append(str(err))
+            problems.append(_in_cell(target, str(err)))
             bad_params.extend(target.keys)
             bad_keys.update(k for k in _candidate_keys(target).all() if k in src)
             continue
