@@ -186,9 +186,10 @@ def test_detect_norms_needs_every_key_of_a_layout():
     found = detect_norms({"a.weight_g": (2, 1), "b.weight_orig": (2, 3), "b.weight_u": (2,),
                           "b.weight_v": (3,), "c.parametrizations.weight.original0": (1, 4),
                           "c.parametrizations.weight.original1": (3, 4), "d.weight_g": (2, 5),
-                          "d.weight_v": (2, 3)})
+                          "d.weight_v": (2, 3), "weight_g": (1, 3), "weight_v": (2, 3),
+                          "xparametrizations.w.original0": (1,), "xparametrizations.w.original1": (2,)})
     assert [(k.split(" (")[0], v) for k, v in found.items()] == [
-        ("weight norm, old layout", [("d.weight", "g does not fit v")]),
+        ("weight norm, old layout", [("d.weight", "g does not fit v"), ("weight", "dim=1")]),
         ("weight norm, new layout", [("c.weight", "dim=1")]),
         ("spectral norm, old layout", [("b.weight", "u (2,), v (3,)")]),
         ("spectral norm, new layout", []),

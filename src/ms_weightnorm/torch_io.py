@@ -52,7 +52,7 @@ from ._checkpoint import (
     write_safetensors,
 )
 from ._checkpoint.errors import clip, clip_message, names as _names, short as _short
-from .checkpoint import read_checkpoint
+from .checkpoint import KEY_STYLES, read_checkpoint
 from ._checkpoint.torch_writer import BFloat16, write_torch_zip
 from .parametrize import invalidate_compiled_graphs, original_class
 from .spectral_norm import (WARMUP_ITERATIONS, SpectralNormParametrization, default_dim, matrix_shape,
@@ -375,14 +375,10 @@ class _Keys(NamedTuple):
 
 
 def _candidate_keys(target: _Target) -> _Keys:
-    """The checkpoint keys that could hold ``target``, by style."""
+    """The checkpoint keys that could hold ``target``, by style (the table is the checkpoint tool's)."""
     prefix = _join(target.path, "")
-    t = target.torch_name
-    new = f"{prefix}parametrizations.{t}."
-    return _Keys((target.torch_key,), (target.torch_key + "_g", target.torch_key + "_v"),
-                 (new + "original0", new + "original1"),
-                 tuple(f"{target.torch_key}_{s}" for s in _SN_SUFFIXES),  # type: ignore[arg-type]
-                 (new + "original", new + "0._u", new + "0._v"))
+    return _Keys(*(tuple(t.format(p=prefix, t=target.torch_name) for t in templates)
+                   for _, _, templates in KEY_STYLES))
 
 
 def _find(target: _Target, src: Mapping[str, np.ndarray]) -> Tuple[str, Tuple[str, ...]]:

@@ -31,7 +31,7 @@ from .._checkpoint.errors import clip, short
 from .._checkpoint.files import open_regular
 from .._checkpoint.torch_writer import BFloat16, write_torch_zip
 
-__all__ = ["read_checkpoint", "detect_norms", "inspect", "convert", "main"]
+__all__ = ["read_checkpoint", "KEY_STYLES", "detect_norms", "inspect", "convert", "main"]
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 
@@ -106,13 +106,33 @@ def _kept_axis(g_shape: Tuple[int, ...], v_shape: Tuple[int, ...]) -> str:
     return f"dim={kept[0]}" if len(kept) == 1 else "g does not fit v"
 
 
-# (label, suffixes of the keys that hold one weight); the weight's name precedes the suffix.
-_LAYOUTS = (
-    ("weight norm, old layout (torch.nn.utils.weight_norm)", ("_g", "_v")),
-    ("weight norm, new layout (torch.nn.utils.parametrizations.weight_norm)", (".original0", ".original1")),
-    ("spectral norm, old layout (torch.nn.utils.spectral_norm)", ("_orig", "_u", "_v")),
-    ("spectral norm, new layout (torch.nn.utils.parametrizations.spectral_norm)", (".original", ".0._u", ".0._v")),
+# PyTorch's key styles for one weight, as templates: ``{p}`` is the module's path with its
+# trailing dot (empty at the root), ``{t}`` the weight's name. (kind, label, templates); the
+# loader (:mod:`ms_weightnorm.torch_io`) reads the same table.
+KEY_STYLES: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
+    ("plain", "plain", ("{p}{t}",)),
+    ("wn", "weight norm, old layout (torch.nn.utils.weight_norm)", ("{p}{t}_g", "{p}{t}_v")),
+    ("wn", "weight norm, new layout (torch.nn.utils.parametrizations.weight_norm)",
+     ("{p}parametrizations.{t}.original0", "{p}parametrizations.{t}.original1")),
+    ("sn", "spectral norm, old layout (torch.nn.utils.spectral_norm)", ("{p}{t}_orig", "{p}{t}_u", "{p}{t}_v")),
+    ("sn", "spectral norm, new layout (torch.nn.utils.parametrizations.spectral_norm)",
+     ("{p}parametrizations.{t}.original", "{p}parametrizations.{t}.0._u", "{p}parametrizations.{t}.0._v")),
 )
+
+
+def _parse(template: str, key: str) -> Optional[Tuple[str, str]]:
+    """``(p, t)`` such that ``template`` gives ``key``, or None. Linear in the key's length (no
+    regular expression: keys come from the file, and backtracking on a long one costs its square)."""
+    middle, end = template[len("{p}"):].split("{t}")
+    if not key.endswith(end):
+        return None
+    rest = key[:len(key) - len(end)]
+    t = rest.rpartition(".")[2]
+    before = rest[:len(rest) - len(t)]
+    if not t or not before.endswith(middle):
+        return None
+    p = before[:len(before) - len(middle)]
+    return (p, t) if p == "" or p.endswith(".") else None
 
 
 def detect_norms(shapes: Mapping[str, Tuple[int, ...]]) -> Dict[str, List[Tuple[str, str]]]:
@@ -127,28 +147,21 @@ def detect_norms(shapes: Mapping[str, Tuple[int, ...]]) -> Dict[str, List[Tuple[
     >>> [(label.split(" (")[0], items) for label, items in found.items() if items]
     [('weight norm, old layout', [('c.weight', 'dim=0')]), ('weight norm, new layout', [('d.weight', 'dim=None (whole tensor)')])]
     """
-    out: Dict[str, List[Tuple[str, str]]] = {label: [] for label, _ in _LAYOUTS}
+    styles = [style for style in KEY_STYLES if style[0] != "plain"]
+    out: Dict[str, List[Tuple[str, str]]] = {label: [] for _, label, _ in styles}
     claimed = set()
-    # Spectral norm first: its old layout's weight_v would otherwise pair with nothing as "_v".
-    for label, suffixes in (_LAYOUTS[2], _LAYOUTS[3], _LAYOUTS[1], _LAYOUTS[0]):
-        first = suffixes[0]
+    # Spectral norm first: its old layout's weight_v must not pair with a weight_g as weight norm's.
+    for kind, label, templates in sorted(styles, key=lambda style: style[0] != "sn"):
         for key in shapes:
-            if not key.endswith(first) or key in claimed:
+            found = _parse(templates[0], key)
+            if found is None or key in claimed:
                 continue
-            stem = key[: -len(first)]
-            keys = [stem + s for s in suffixes]
+            keys = [t.format(p=found[0], t=found[1]) for t in templates]
             if not all(k in shapes and k not in claimed for k in keys):
                 continue
-            if suffixes[0] == ".original" or suffixes[0] == ".original0":
-                head, sep, name = stem.rpartition("parametrizations.")
-                if not sep:
-                    continue
-                weight = head + name
-            else:
-                weight = stem
-            detail = _kept_axis(shapes[keys[0]], shapes[keys[1]]) if len(keys) == 2 else \
+            detail = _kept_axis(shapes[keys[0]], shapes[keys[1]]) if kind == "wn" else \
                 f"u {shapes[keys[1]]}, v {shapes[keys[2]]}"
-            out[label].append((weight, detail))
+            out[label].append((found[0] + found[1], detail))
             claimed.update(keys)
     return out
 
