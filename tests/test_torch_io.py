@@ -276,7 +276,8 @@ def test_norm_layer_renames(torch_cls, ms_layer, tmp_path):
             assert torch.equal(fresh.state_dict()[key], value), key
 
 
-def test_bfloat16_parameters_load_and_save_exactly(tmp_path):
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_bfloat16_parameters_load_and_save_exactly(tmp_path, suffix):
     torch.manual_seed(4)
     reference = tnn.Sequential(tnn.utils.parametrizations.weight_norm(tnn.Linear(3, 2))).to(torch.bfloat16)
     path = os.path.join(tmp_path, "bf16.pt")
@@ -284,9 +285,9 @@ def test_bfloat16_parameters_load_and_save_exactly(tmp_path):
     net = nn.SequentialCell([weight_norm(nn.Dense(3, 2, dtype=ms.bfloat16))])
     load_torch_state_dict(net, path)
     assert net[0].weight_v.dtype == ms.bfloat16
-    out = os.path.join(tmp_path, "back.safetensors")
+    out = os.path.join(tmp_path, "back" + suffix)
     save_torch_state_dict(net, out)
-    back = safetensors.torch.load_file(out)
+    back = safetensors.torch.load_file(out) if suffix == ".safetensors" else torch.load(out, weights_only=True)
     for key, value in reference.state_dict().items():
         assert back[key].dtype == torch.bfloat16 and torch.equal(back[key], value), key
 

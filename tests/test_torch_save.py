@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -21,17 +20,10 @@ from ms_weightnorm import (CheckpointError, load_torch_state_dict, read_torch_ch
                            save_torch_state_dict, spectral_norm, to_torch_state_dict, weight_norm)
 from ms_weightnorm._checkpoint import torch_writer
 from ms_weightnorm._checkpoint.torch_writer import BFloat16, write_torch_zip
+from test_torch_io import _torch_wn
 
 ROOT = Path(__file__).resolve().parents[1]
 tnn = torch.nn
-
-
-def _torch_wn(module, style, dim=0):
-    if style == "old":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            return tnn.utils.weight_norm(module, dim=dim)
-    return tnn.utils.parametrizations.weight_norm(module, dim=dim)
 
 
 def torch_net(style, seed=0):
@@ -117,18 +109,9 @@ def test_nested_checkpoint_loads_as_hifigan_inference_does(tmp_path):
     assert all(np.array_equal(back["generator"][k], v) for k, v in state.items())
 
 
-def test_bfloat16_exact_both_ways(tmp_path):
-    torch.manual_seed(4)
-    reference = tnn.Sequential(tnn.utils.parametrizations.weight_norm(tnn.Linear(3, 2))).to(torch.bfloat16)
-    torch_file = os.path.join(tmp_path, "bf16_torch.pt")
-    torch.save(reference.state_dict(), torch_file)
-    net = nn.SequentialCell([weight_norm(nn.Dense(3, 2, dtype=ms.bfloat16))])
-    load_torch_state_dict(net, torch_file)
+def test_bfloat16_kept_in_nested_checkpoints(tmp_path):
+    # (Parameters of a network: test_torch_io.py::test_bfloat16_parameters_load_and_save_exactly.)
     path = os.path.join(tmp_path, "bf16.pt")
-    save_torch_state_dict(net, path)
-    back = torch.load(path, weights_only=True)
-    for key, value in reference.state_dict().items():
-        assert back[key].dtype == torch.bfloat16 and torch.equal(back[key], value), key
     # Tensors of every kind in a nested checkpoint keep bfloat16: MindSpore, torch, numpy-marked.
     values = torch.tensor([1.5, -2.0, 3.0e38, float("nan")], dtype=torch.bfloat16)
     save_torch_checkpoint(path, {"ms": ms.Tensor(values.float().numpy(), ms.bfloat16), "torch": values,
