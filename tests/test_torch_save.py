@@ -270,3 +270,20 @@ def test_older_torch_reads_and_writes(tmp_path):
     result = load_torch_state_dict(into, {k: v for k, v in theirs.items() if k != "n"})
     assert result == ([], [])
     np.testing.assert_array_equal(into.lin.weight.astype(ms.float32).asnumpy(), want["lin.weight"])
+
+
+@pytest.mark.parametrize("anonymous", [True, False])
+def test_atomic_verify_sees_the_complete_file_and_can_stop_the_write(tmp_path, monkeypatch, anonymous):
+    from ms_weightnorm._checkpoint import atomic
+    if not anonymous:  # file systems without O_TMPFILE: a named temporary file from the start
+        monkeypatch.setattr(atomic, "_open_anonymous", lambda directory: -1)
+    path = str(tmp_path / "f.bin")
+    seen = []
+    atomic.atomic_write(path, [b"ab", b"c"], verify=lambda p: seen.append(open(p, "rb").read()))
+    assert seen == [b"abc"] and open(path, "rb").read() == b"abc"
+
+    def refuse(p):
+        raise CheckpointError("no")
+    with pytest.raises(CheckpointError, match="^no$"):
+        atomic.atomic_write(path, [b"new"], verify=refuse)
+    assert open(path, "rb").read() == b"abc" and os.listdir(tmp_path) == ["f.bin"]
