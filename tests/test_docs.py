@@ -184,6 +184,7 @@ def public_names() -> Dict[str, object]:
         for name in names:
             obj = getattr(module, name)
             if inspect.ismodule(obj):
+                assert hasattr(obj, "__all__"), f"{obj.__name__} is exported as a module but lists no __all__"
                 add(obj, obj.__all__)
             else:
                 found[f"{module.__name__}.{name}"] = obj
