@@ -261,6 +261,43 @@ def test_docstring_cross_references_are_links(site):
     assert len(links) >= 30 and set(links) <= set(re.findall(r'id="([^"]+)"', api))
 
 
+def _ext(name: str):
+    sys.path.insert(0, str(ROOT / "docs" / "_ext"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
+
+
+def test_sphinx_roles_resolve_as_python_would(tmp_path):
+    """The role rewriting on a small package: names resolve in the docstring's scope (members,
+    imports, relative modules); a name that resolves to nothing stays a plain link, which the
+    strict build reports; code blocks are left as written."""
+    import griffe
+
+    refs = _ext("sphinx_refs")
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("from .core import run\n", encoding="utf-8")
+    (pkg / "core.py").write_text(
+        'import zipfile\nfrom . import helpers\n\n\ndef run():\n    """Doc."""\n\n\n'
+        'class Box:\n    def open(self):\n        """Doc."""\n', encoding="utf-8")
+    (pkg / "helpers.py").write_text("LIMIT = 3\n", encoding="utf-8")
+    loaded = griffe.load("pkg", search_paths=[str(tmp_path)])
+    opened = loaded["core.Box.open"]
+    assert refs.reference(opened, "run") == '<autoref identifier="pkg.core.run" optional><code>run</code></autoref>'
+    assert 'identifier="pkg.core.Box"' in refs.reference(opened, "Box")
+    assert 'identifier="pkg.helpers.LIMIT" optional><code>LIMIT</code>' in refs.reference(opened, "~helpers.LIMIT")
+    assert 'identifier="pkg.helpers" optional><code>the helpers</code>' in refs.reference(opened, "the helpers <.helpers>")
+    assert 'identifier="zipfile" optional' in refs.reference(opened, "zipfile")  # another package: code unless linked
+    assert refs.reference(opened, "runn") == "[`runn`][runn]"  # nothing by that name: autorefs reports it
+    assert refs.reference(opened, "helpers.LIMITT") == "[`helpers.LIMITT`][helpers.LIMITT]"
+    text = "See :func:`run`.\n\n```pycon\n>>> ':func:`run`'\n```\n"
+    assert refs.convert(opened, text) == (
+        'See <autoref identifier="pkg.core.run" optional><code>run</code></autoref>.\n\n'
+        "```pycon\n>>> ':func:`run`'\n```\n")
+
+
 def test_strict_build_fails_on_an_unresolved_reference(tmp_path):
     """A docstring reference to nothing (here a typo) fails the strict build, naming it."""
     copy = tmp_path / "copy"
@@ -312,12 +349,7 @@ def code_lines(text: str) -> List[Tuple[int, str]]:
 
 
 def _fence():
-    sys.path.insert(0, str(ROOT / "docs" / "_ext"))
-    try:
-        from doctest_fences import fence
-    finally:
-        sys.path.pop(0)
-    return fence
+    return _ext("doctest_fences").fence
 
 
 def test_code_lines_fit_the_column():
