@@ -16,6 +16,7 @@ from .init import data_dependent_init
 from .layers import MeanOnlyBatchNorm
 from .parametrize import (
     Parametrization,
+    StaleTrainerWarning,
     invalidate_compiled_graphs,
     is_parametrized,
     parametrizations,
@@ -76,6 +77,7 @@ __all__ = [
     "parametrizations",
     "is_parametrized",
     "invalidate_compiled_graphs",
+    "StaleTrainerWarning",
     "data_dependent_init",
     "MeanOnlyBatchNorm",
     "torch_io",
