@@ -25,6 +25,7 @@ if _HAS_MINDSPORE:
     from .layers import MeanOnlyBatchNorm
     from .parametrize import (
         Parametrization,
+        StaleTrainerWarning,
         invalidate_compiled_graphs,
         is_parametrized,
         parametrizations,
@@ -94,6 +95,7 @@ __all__ = [
     "parametrizations",
     "is_parametrized",
     "invalidate_compiled_graphs",
+    "StaleTrainerWarning",
     "data_dependent_init",
     "MeanOnlyBatchNorm",
     "torch_io",
