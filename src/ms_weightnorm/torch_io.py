@@ -739,9 +739,10 @@ def save_torch_state_dict(net: nn.Cell, path: PathLike, style: str = "new") -> L
     >>> import os, tempfile
     >>> from mindspore import nn
     >>> folder = tempfile.mkdtemp()
-    >>> save_torch_state_dict(nn.SequentialCell([nn.Dense(2, 3)]), os.path.join(folder, "model.safetensors"))
+    >>> net = nn.SequentialCell([nn.Dense(2, 3)])
+    >>> save_torch_state_dict(net, os.path.join(folder, "model.safetensors"))
     ['0.weight', '0.bias']
-    >>> save_torch_state_dict(nn.SequentialCell([nn.Dense(2, 3)]), os.path.join(folder, "model.pt"))
+    >>> save_torch_state_dict(net, os.path.join(folder, "model.pt"))
     ['0.weight', '0.bias']
     >>> sorted(read_torch_checkpoint(os.path.join(folder, "model.pt")))
     ['0.bias', '0.weight']

@@ -144,8 +144,12 @@ def detect_norms(shapes: Mapping[str, Tuple[int, ...]]) -> Dict[str, List[Tuple[
     >>> found = detect_norms({"c.weight_g": (4, 1, 1), "c.weight_v": (4, 2, 3),
     ...                       "d.parametrizations.weight.original0": (1, 1),
     ...                       "d.parametrizations.weight.original1": (3, 5)})
-    >>> [(label.split(" (")[0], items) for label, items in found.items() if items]
-    [('weight norm, old layout', [('c.weight', 'dim=0')]), ('weight norm, new layout', [('d.weight', 'dim=None (whole tensor)')])]
+    >>> for label, items in found.items():
+    ...     print(label.split(" (")[0], items)
+    weight norm, old layout [('c.weight', 'dim=0')]
+    weight norm, new layout [('d.weight', 'dim=None (whole tensor)')]
+    spectral norm, old layout []
+    spectral norm, new layout []
     """
     styles = [style for style in KEY_STYLES if style[0] != "plain"]
     out: Dict[str, List[Tuple[str, str]]] = {label: [] for _, label, _ in styles}
