@@ -287,3 +287,9 @@ def test_atomic_verify_sees_the_complete_file_and_can_stop_the_write(tmp_path, m
     with pytest.raises(CheckpointError, match="^no$"):
         atomic.atomic_write(path, [b"new"], verify=refuse)
     assert open(path, "rb").read() == b"abc" and os.listdir(tmp_path) == ["f.bin"]
+
+
+def test_nested_checkpoint_refuses_a_bad_style_before_writing(tmp_path):
+    with pytest.raises(ValueError, match=r"style must be 'new' \(parametrizations\.<name>\.original0/1\) or 'old'"):
+        save_torch_checkpoint(tmp_path / "x.pt", {"steps": 1}, style="middle")
+    assert os.listdir(tmp_path) == []

@@ -674,10 +674,14 @@ def _param_numpy(param: Parameter) -> np.ndarray:
     return param.asnumpy()
 
 
-def _torch_entries(net: nn.Cell, style: str) -> Dict[str, Tuple[np.ndarray, bool]]:
+def _check_style(style: str) -> None:
     if style not in ("new", "old"):
         raise ValueError(f"style must be 'new' (parametrizations.<name>.original0/1) or 'old' "
                          f"(<name>_g/<name>_v), got {style!r}")
+
+
+def _torch_entries(net: nn.Cell, style: str) -> Dict[str, Tuple[np.ndarray, bool]]:
+    _check_style(style)
     out: Dict[str, Tuple[np.ndarray, bool]] = {}
     owners: Dict[str, str] = {}  # PyTorch key -> the network path it came from
     for target in _targets(net):
@@ -817,6 +821,5 @@ def save_torch_checkpoint(path: PathLike, entries: Mapping[str, Any], style: str
     if not isinstance(entries, Mapping):
         raise TypeError(f"entries must be a mapping of names to networks, state dicts or plain values, got "
                         f"{type(entries).__name__}")
-    if style not in ("new", "old"):
-        _torch_entries(nn.Cell(), style)  # the same message as everywhere else
+    _check_style(style)
     write_torch_zip(path, _checkpoint_value(entries, "entries", style))
