@@ -276,7 +276,8 @@ def test_norm_layer_renames(torch_cls, ms_layer, tmp_path):
             assert torch.equal(fresh.state_dict()[key], value), key
 
 
-def test_bfloat16_parameters_load_and_save_exactly(tmp_path):
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_bfloat16_parameters_load_and_save_exactly(tmp_path, suffix):
     torch.manual_seed(4)
     reference = tnn.Sequential(tnn.utils.parametrizations.weight_norm(tnn.Linear(3, 2))).to(torch.bfloat16)
     path = os.path.join(tmp_path, "bf16.pt")
@@ -284,9 +285,9 @@ def test_bfloat16_parameters_load_and_save_exactly(tmp_path):
     net = nn.SequentialCell([weight_norm(nn.Dense(3, 2, dtype=ms.bfloat16))])
     load_torch_state_dict(net, path)
     assert net[0].weight_v.dtype == ms.bfloat16
-    out = os.path.join(tmp_path, "back.safetensors")
+    out = os.path.join(tmp_path, "back" + suffix)
     save_torch_state_dict(net, out)
-    back = safetensors.torch.load_file(out)
+    back = safetensors.torch.load_file(out) if suffix == ".safetensors" else torch.load(out, weights_only=True)
     for key, value in reference.state_dict().items():
         assert back[key].dtype == torch.bfloat16 and torch.equal(back[key], value), key
 
@@ -333,8 +334,8 @@ def test_save_other_style_than_loaded_and_plain_net(tmp_path):
 def test_save_rejects_bad_style_and_name(tmp_path):
     with pytest.raises(ValueError, match="style must be 'new'"):
         save_torch_state_dict(MSConvNet(), os.path.join(tmp_path, "a.safetensors"), style="middle")
-    with pytest.raises(ValueError, match=r"\.safetensors name"):
-        save_torch_state_dict(MSConvNet(), os.path.join(tmp_path, "a.pt"))
+    with pytest.raises(ValueError, match=r"name the file \.pt, \.pth or \.bin \(torch\.save's format\) or \.safetensors"):
+        save_torch_state_dict(MSConvNet(), os.path.join(tmp_path, "a.ckpt"))
     assert os.listdir(tmp_path) == []
 
 
@@ -1065,3 +1066,48 @@ def test_save_errors_name_the_destination_not_the_temporary_file(tmp_path):
         assert info.value.filename == str(read_only / "m.safetensors")
     finally:
         os.chmod(read_only, 0o700)
+
+
+# --- the layout table ---------------------------------------------------------------------------
+
+def test_one_layout_table_read_by_every_module():
+    from mindspore import mint
+
+    import importlib
+
+    from ms_weightnorm import _layouts
+    init = importlib.import_module("ms_weightnorm.init")
+    sn_module = importlib.import_module("ms_weightnorm.spectral_norm")   # the package's names are the functions
+    wn_module = importlib.import_module("ms_weightnorm.weight_norm")
+
+    # MindSpore 2.10's mint has ConvTranspose2d only; the table takes whichever the build has.
+    mint_transposed = [getattr(mint.nn, n) for n in ("ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d")
+                       if hasattr(mint.nn, n)]
+    assert mint.nn.ConvTranspose2d in mint_transposed
+    assert all(cls in _layouts.TRANSPOSED for cls in mint_transposed)
+    assert init._TRANSPOSED is _layouts.TRANSPOSED   # init.py used to lack mint's classes
+    # mint's transposed weight is (in, out/groups, kh, kw): its output axis is 1 everywhere.
+    up = mint.nn.ConvTranspose2d(2, 3, 4)
+    assert tuple(up.weight.shape) == (2, 3, 4, 4)
+    assert sn_module.default_dim(up) == 1 and _layouts.output_axis(type(up)) == 1
+    # Only nn's Conv1d classes have the extra axis; mint's Conv1d has PyTorch's 3-D layout.
+    conv = nn.Conv1d(2, 3, 5)
+    assert wn_module.torch_dim(conv, 2) == 3 and wn_module.torch_dim(mint.nn.Conv1d(2, 3, 5), 2) == 2
+    assert _layouts.renames(nn.BatchNorm2d)["moving_variance"] == "running_var"
+    assert _layouts.dropped(nn.BatchNorm1d) == ("num_batches_tracked",) and _layouts.dropped(nn.LayerNorm) == ()
+
+
+def test_messages_name_the_cells_path():
+    net = nn.SequentialCell(OrderedDict(body=nn.SequentialCell([weight_norm(nn.Dense(3, 2)), nn.Dense(2, 2)])))
+    state = {"body.0.weight_g": np.ones((2, 2), np.float32), "body.0.weight_v": np.ones((2, 3), np.float32),
+             "body.0.bias": np.zeros(2, np.float32), "body.1.weight": np.ones((2, 2), np.complex64),
+             "body.1.bias": np.zeros(2, np.float32)}
+    with pytest.raises(ValueError) as info:
+        load_torch_state_dict(net, state)
+    assert ("cell 'body.1' (Dense), body.1.weight (MindSpore body.1.weight, shape (2, 2)): checkpoint "
+            "'body.1.weight' is complex") in str(info.value)
+    del state["body.1.weight"]
+    with pytest.raises(ValueError) as info:
+        load_torch_state_dict(net, state)
+    assert ("cell 'body.0' (Dense), body.0.weight (MindSpore body.0.weight_g, body.0.weight_v, shape (2, 3)): "
+            "'body.0.weight_g': g of shape (2, 2) does not fit v of shape (2, 3)") in str(info.value)

@@ -5,52 +5,70 @@
 both in PyNative and GRAPH_MODE alike. Spectral normalization (``w = W / sigma(W)``, for GAN
 discriminators) runs on the same mechanism.
 """
-from ._compat import check_version as _check_version
+import importlib.util as _importlib_util
 
-# Warns once when the installed MindSpore is outside the tested window (see _compat).
-_check_version()
+# numpy-only: the checkpoint reader's errors (and ``python -m ms_weightnorm.checkpoint``) work
+# on a machine without MindSpore.
+from ._checkpoint.errors import CheckpointError, UnsafeCheckpointError
 
-from . import functional
-from .functional import norm_except_dim
-from .init import data_dependent_init
-from .layers import MeanOnlyBatchNorm
-from .parametrize import (
-    Parametrization,
-    StaleTrainerWarning,
-    invalidate_compiled_graphs,
-    is_parametrized,
-    parametrizations,
-    register_parametrization,
-    remove_parametrization,
-)
-from . import torch_io
-from .torch_io import (
-    CheckpointError,
-    LoadResult,
-    UnsafeCheckpointError,
-    load_torch_state_dict,
-    read_torch_checkpoint,
-    save_torch_state_dict,
-    to_torch_state_dict,
-)
-from .spectral_norm import (
-    SpectralNormParametrization,
-    is_spectral_normed,
-    remove_spectral_norm,
-    spectral_norm,
-    spectral_norms,
-)
-from .weight_norm import (
-    WeightNorm,
-    WeightNormParametrization,
-    apply_weight_norm,
-    is_weight_normed,
-    remove_all_weight_norm,
-    remove_weight_norm,
-    torch_dim,
-    weight_norm,
-    weight_norms,
-)
+_HAS_MINDSPORE = _importlib_util.find_spec("mindspore") is not None
+
+if _HAS_MINDSPORE:
+    from ._compat import check_version as _check_version
+
+    # Warns once when the installed MindSpore is outside the tested window (see _compat).
+    _check_version()
+
+    from . import functional
+    from .functional import norm_except_dim
+    from .init import data_dependent_init
+    from .layers import MeanOnlyBatchNorm
+    from .parametrize import (
+        Parametrization,
+        StaleTrainerWarning,
+        invalidate_compiled_graphs,
+        is_parametrized,
+        parametrizations,
+        register_parametrization,
+        remove_parametrization,
+    )
+    from . import torch_io
+    from .torch_io import (
+        LoadResult,
+        load_torch_state_dict,
+        read_torch_checkpoint,
+        save_torch_checkpoint,
+        save_torch_state_dict,
+        to_torch_state_dict,
+    )
+    from .spectral_norm import (
+        SpectralNormParametrization,
+        is_spectral_normed,
+        remove_spectral_norm,
+        spectral_norm,
+        spectral_norms,
+    )
+    from .weight_norm import (
+        WeightNorm,
+        WeightNormParametrization,
+        apply_weight_norm,
+        is_weight_normed,
+        remove_all_weight_norm,
+        remove_weight_norm,
+        torch_dim,
+        weight_norm,
+        weight_norms,
+    )
+else:
+    def __getattr__(name: str):
+        # PEP 562: everything but the checkpoint errors needs MindSpore; say so by name.
+        if name in __all__ or name in ("torch_io", "functional", "weight_norm", "spectral_norm", "parametrize",
+                                       "init", "layers", "integrations", "distributed", "demo"):
+            raise ImportError(
+                f"ms_weightnorm.{name} needs MindSpore, which is not installed here "
+                f"(pip install 'mindspore>=2.7,<3'). Without it, only the checkpoint tool "
+                f"(python -m ms_weightnorm.checkpoint) and ms_weightnorm.CheckpointError are available.")
+        raise AttributeError(f"module 'ms_weightnorm' has no attribute {name!r}")
 
 __version__ = "0.2.0"
 
@@ -84,6 +102,7 @@ __all__ = [
     "load_torch_state_dict",
     "save_torch_state_dict",
     "to_torch_state_dict",
+    "save_torch_checkpoint",
     "read_torch_checkpoint",
     "LoadResult",
     "CheckpointError",

@@ -25,6 +25,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
+from . import _layouts
 from ._compat import own_params
 from .distributed import all_reduce_sum
 from .parametrize import invalidate_compiled_graphs, original_class
@@ -34,7 +35,7 @@ __all__ = ["data_dependent_init"]
 
 Inputs = Union[Tensor, np.ndarray, Sequence[Union[Tensor, np.ndarray]]]
 
-_TRANSPOSED = (nn.Conv1dTranspose, nn.Conv2dTranspose, nn.Conv3dTranspose)
+_TRANSPOSED = _layouts.TRANSPOSED
 _FORWARD = (nn.Dense, nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 # A feature whose std is below this fraction of its |mean| is constant up to rounding: dividing
@@ -64,7 +65,7 @@ class _Layer:
         v = cell.weight_v
         transposed = issubclass(base, _TRANSPOSED)
         # Output features sit on axis 1 of a transposed conv's weight (in, out/group, ...).
-        weight_axis = 1 if transposed else 0
+        weight_axis = _layouts.output_axis(base)
         dim = wn["weight"].dim
         if dim != weight_axis:
             got = "the whole tensor (dim=None)" if dim is None else f"axis {dim}"
@@ -73,10 +74,11 @@ class _Layer:
                 f"axes but {got}, so g does not hold one magnitude per output feature. Data init needs "
                 f"weight_norm(cell, dim={weight_axis}) for this layer (its output features are axis "
                 f"{weight_axis} of the weight)")
-        if transposed and getattr(cell, "group", 1) != 1:
+        groups = getattr(cell, "group", getattr(cell, "groups", 1))  # nn's name, mint's name
+        if transposed and groups != 1:
             raise ValueError(
-                f"data_dependent_init: {label} has group={cell.group}: each slice of g then scales "
-                f"{cell.group} output channels at once, so per-feature init is not defined. Use group=1 "
+                f"data_dependent_init: {label} has group={groups}: each slice of g then scales "
+                f"{groups} output channels at once, so per-feature init is not defined. Use group=1 "
                 f"or remove weight norm from this cell")
         bias = own_params(cell).get("bias")
         self.bias: Optional[Parameter] = bias if isinstance(bias, Parameter) else None

@@ -23,6 +23,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
 from . import functional as F
+from . import _layouts
 from ._compat import own_params
 from .parametrize import (
     Parametrization,
@@ -46,22 +47,6 @@ STYLES = ("new", "old")
 WARMUP_ITERATIONS = 15
 
 
-def _transposed_classes() -> Tuple[type, ...]:
-    # Transposed convolutions store (in, out/group, ...): the output axis is 1. mint's are
-    # looked up by name because not every MindSpore build has them.
-    found = [nn.Conv1dTranspose, nn.Conv2dTranspose, nn.Conv3dTranspose]
-    try:
-        from mindspore import mint
-        found += [c for c in (getattr(mint.nn, n, None) for n in
-                              ("ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d")) if isinstance(c, type)]
-    except ImportError:  # pragma: no cover - mint missing
-        pass
-    return tuple(found)
-
-
-_TRANSPOSED = _transposed_classes()
-
-
 def default_dim(cell: nn.Cell) -> int:
     """PyTorch's ``dim=None``: 1 for transposed convolutions (output axis 1), else 0.
 
@@ -69,7 +54,7 @@ def default_dim(cell: nn.Cell) -> int:
     >>> default_dim(nn.Dense(2, 3)), default_dim(nn.Conv1dTranspose(2, 3, 4))
     (0, 1)
     """
-    return 1 if issubclass(original_class(cell), _TRANSPOSED) else 0
+    return _layouts.output_axis(original_class(cell))  # transposed convs: (in, out/group, ...)
 
 
 def matrix_shape(shape: Tuple[int, ...], dim: int) -> Tuple[int, int]:

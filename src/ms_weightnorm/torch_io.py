@@ -33,6 +33,7 @@ Parameter's PyTorch name. Three things differ between the frameworks and are map
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 
@@ -41,18 +42,18 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn
 
 from .functional import g_shape
-from ._compat import own_params, private_nn_class
+from . import _layouts
+from ._compat import own_params
 from ._checkpoint import (
     CheckpointError,
     LazyTensor,
     UnsafeCheckpointError,
     guarded,
-    read_safetensors,
-    read_torch_zip,
     write_safetensors,
 )
 from ._checkpoint.errors import clip, clip_message, names as _names, short as _short
-from ._checkpoint.files import open_regular as _open_regular
+from .checkpoint import KEY_STYLES, read_checkpoint
+from ._checkpoint.torch_writer import BFloat16, write_torch_zip
 from .parametrize import invalidate_compiled_graphs, original_class
 from .spectral_norm import (WARMUP_ITERATIONS, SpectralNormParametrization, default_dim, matrix_shape,
                             np_matrix, np_power_iteration, np_sigma, spectral_norms)
@@ -64,6 +65,7 @@ __all__ = [
     "UnsafeCheckpointError",
     "load_torch_state_dict",
     "save_torch_state_dict",
+    "save_torch_checkpoint",
     "to_torch_state_dict",
     "read_torch_checkpoint",
 ]
@@ -84,44 +86,12 @@ class LoadResult(NamedTuple):
 
 # --- names -----------------------------------------------------------------------------------
 
-def _norm_classes(*names: str) -> Tuple[type, ...]:
-    found = []
-    for name in names:
-        cls = getattr(nn, name, None)
-        if cls is None:
-            # Private bases (``_BatchNorm``) also cover user subclasses.
-            cls = private_nn_class("normalization", name)
-        if isinstance(cls, type):
-            found.append(cls)
-    return tuple(found)
-
-
-_BN_RENAMES = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean",
-               "moving_variance": "running_var"}
-_RENAMES: Tuple[Tuple[Tuple[type, ...], Dict[str, str]], ...] = (
-    ((nn.Embedding,), {"embedding_table": "weight"}),
-    (_norm_classes("_BatchNorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d",
-                   "_InstanceNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d"), _BN_RENAMES),
-    (_norm_classes("LayerNorm", "GroupNorm"), {"gamma": "weight", "beta": "bias"}),
-)
-# PyTorch buffers with no MindSpore counterpart, per class: dropped when loading.
-_DROPPED = (
-    (_RENAMES[1][0], ("num_batches_tracked",)),
-)
-_CONV1D = (nn.Conv1d, nn.Conv1dTranspose)
-
-
 def _renames(cell: nn.Cell) -> Dict[str, str]:
-    cls = original_class(cell)
-    for classes, table in _RENAMES:
-        if classes and issubclass(cls, classes):
-            return table
-    return {}
+    return _layouts.renames(original_class(cell))
 
 
 def _dropped(cell: nn.Cell) -> Tuple[str, ...]:
-    cls = original_class(cell)
-    return tuple(n for classes, names in _DROPPED if classes and issubclass(cls, classes) for n in names)
+    return _layouts.dropped(original_class(cell))
 
 
 def _join(path: str, name: str) -> str:
@@ -151,7 +121,7 @@ class _Target:
 
     @property
     def is_conv1d(self) -> bool:
-        return issubclass(original_class(self.cell), _CONV1D)
+        return issubclass(original_class(self.cell), _layouts.CONV1D)
 
 
 def _targets(net: nn.Cell) -> List[_Target]:
@@ -294,26 +264,7 @@ def read_torch_checkpoint(path: PathLike) -> Any:
 
 
 def _read(path: PathLike, lazy: bool) -> Any:
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no checkpoint file at {path!r}")
-    head = guarded(_head, path)
-    # By content, not by name: .bin and .ckpt are used for both formats in the wild.
-    if path.endswith(".safetensors") or head[8:9] == b"{":
-        return read_safetensors(path, lazy=lazy)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
-        return read_torch_zip(path, lazy=lazy)
-    raise CheckpointError(
-        f"{path!r} is neither a safetensors file nor a torch.save file: expected a .safetensors, "
-        f".pt, .pth or .bin checkpoint written by PyTorch")
-
-
-def _head(path: str) -> bytes:
-    fd, _ = _open_regular(path)  # refuses FIFOs and devices without blocking
-    try:
-        return os.pread(fd, 9, 0)
-    finally:
-        os.close(fd)
+    return read_checkpoint(os.fspath(path), lazy=lazy)
 
 
 class _Source(Mapping):
@@ -397,29 +348,59 @@ def _np_dtype(param: Parameter) -> np.dtype:
 _SN_SUFFIXES = SpectralNormParametrization.suffixes + SpectralNormParametrization.state_suffixes
 
 
-def _candidate_keys(target: _Target) -> Tuple[str, ...]:
-    """The checkpoint keys that could hold ``target``: plain, old-style (g, v), new-style (g, v),
-    old-style spectral (orig, u, v), new-style spectral (orig, u, v)."""
+class _Keys(NamedTuple):
+    """The checkpoint keys that could hold one weight, per style of PyTorch's."""
+
+    plain: Tuple[str]                # <p>.weight
+    wn_old: Tuple[str, str]          # <p>.weight_g, <p>.weight_v  (torch.nn.utils.weight_norm)
+    wn_new: Tuple[str, str]          # <p>.parametrizations.weight.original0/1
+    sn_old: Tuple[str, str, str]     # <p>.weight_orig, _u, _v     (torch.nn.utils.spectral_norm)
+    sn_new: Tuple[str, str, str]     # <p>.parametrizations.weight.original, .0._u, .0._v
+
+    def all(self) -> Tuple[str, ...]:
+        return tuple(k for keys in self for k in keys)
+
+    def styles(self) -> Tuple[Tuple[str, Tuple[str, ...]], ...]:
+        """``(kind, keys)`` for each style, kind being what :func:`_values_for` takes."""
+        return (("plain", self.plain), ("wn", self.wn_old), ("wn", self.wn_new),
+                ("sn", self.sn_old), ("sn", self.sn_new))
+
+    def saved(self, weight_normed: bool, spectral_normed: bool, style: str) -> Tuple[str, ...]:
+        """The keys :func:`to_torch_state_dict` writes in ``style`` (``"old"`` or ``"new"``)."""
+        if spectral_normed:
+            return self.sn_old if style == "old" else self.sn_new
+        if weight_normed:
+            return self.wn_old if style == "old" else self.wn_new
+        return self.plain
+
+
+def _candidate_keys(target: _Target) -> _Keys:
+    """The checkpoint keys that could hold ``target``, by style (the table is the checkpoint tool's)."""
     prefix = _join(target.path, "")
-    t = target.torch_name
-    return (target.torch_key, target.torch_key + "_g", target.torch_key + "_v",
-            f"{prefix}parametrizations.{t}.original0", f"{prefix}parametrizations.{t}.original1",
-            *(f"{target.torch_key}_{s}" for s in _SN_SUFFIXES),
-            f"{prefix}parametrizations.{t}.original", f"{prefix}parametrizations.{t}.0._u",
-            f"{prefix}parametrizations.{t}.0._v")
+    return _Keys(*(tuple(t.format(p=prefix, t=target.torch_name) for t in templates)
+                   for _, _, templates in KEY_STYLES))
 
 
 def _find(target: _Target, src: Mapping[str, np.ndarray]) -> Tuple[str, Tuple[str, ...]]:
     """Which of the checkpoint's styles holds ``target``: ('plain'|'wn'|'sn', keys), or ('', ())."""
-    candidates = _candidate_keys(target)
-    plain, old_g, old_v, new_g, new_v = candidates[:5]
-    styles = [(kind, keys) for kind, keys in (("plain", (plain,)), ("wn", (old_g, old_v)), ("wn", (new_g, new_v)),
-                                              ("sn", candidates[5:8]), ("sn", candidates[8:11]))
-              if all(k in src for k in keys)]
+    styles = [(kind, keys) for kind, keys in _candidate_keys(target).styles() if all(k in src for k in keys)]
     if len(styles) > 1:
         found = ", ".join(k for _, keys in styles for k in keys)
         raise _Problem(f"'{target.torch_key}' is in the checkpoint more than once ({found}); keep one style")
     return styles[0] if styles else ("", ())
+
+
+def _what(target: _Target) -> str:
+    """How messages name a weight: its PyTorch key, where it lives in the network, its shape."""
+    return f"{target.torch_key} (MindSpore {', '.join(target.keys)}, shape {target.shape})"
+
+
+def _in_cell(target: _Target, message: str) -> str:
+    """``message`` naming the cell it concerns by its path in the network (and class)."""
+    if message.startswith(_what(target)):
+        return message  # already names the Parameters' paths
+    where = f"cell '{target.path}'" if target.path else "the network itself"
+    return f"{where} ({original_class(target.cell).__name__}), {_what(target)}: {message}"
 
 
 def _compose(g: np.ndarray, v: np.ndarray, keys: Tuple[str, ...], axis: Optional[int]) -> np.ndarray:
@@ -431,7 +412,7 @@ def _values_for(target: _Target, kind: str, keys: Tuple[str, ...],
                 src: Mapping[str, np.ndarray]) -> Tuple[np.ndarray, ...]:
     """The arrays to put into ``target.params``, in MindSpore layout and dtype."""
     shape = target.shape
-    what = f"{target.torch_key} (MindSpore {', '.join(target.keys)}, shape {shape})"
+    what = _what(target)
     if kind == "sn":
         return _sn_values(target, keys, src, what)
     if kind == "plain":
@@ -627,12 +608,12 @@ def load_torch_state_dict(net: nn.Cell, source: Union[PathLike, Mapping[str, Any
                 continue
             values = _values_for(target, kind, keys, src)
         except _ValueProblem as err:
-            value_errors.append(str(err))
+            value_errors.append(_in_cell(target, str(err)))
             continue
         except _Problem as err:
-            problems.append(str(err))
+            problems.append(_in_cell(target, str(err)))
             bad_params.extend(target.keys)
-            bad_keys.update(k for k in _candidate_keys(target) if k in src)
+            bad_keys.update(k for k in _candidate_keys(target).all() if k in src)
             continue
         used.update(keys)
         for param, value, key in zip(target.params, values, keys * len(target.params) if len(keys) == 1 else keys):
@@ -693,25 +674,29 @@ def _param_numpy(param: Parameter) -> np.ndarray:
     return param.asnumpy()
 
 
-def _torch_entries(net: nn.Cell, style: str) -> Dict[str, Tuple[np.ndarray, bool]]:
+def _check_style(style: str) -> None:
     if style not in ("new", "old"):
         raise ValueError(f"style must be 'new' (parametrizations.<name>.original0/1) or 'old' "
                          f"(<name>_g/<name>_v), got {style!r}")
+
+
+def _torch_entries(net: nn.Cell, style: str) -> Dict[str, Tuple[np.ndarray, bool]]:
+    _check_style(style)
     out: Dict[str, Tuple[np.ndarray, bool]] = {}
+    owners: Dict[str, str] = {}  # PyTorch key -> the network path it came from
     for target in _targets(net):
         arrays = [_param_numpy(p) for p in target.params]
         if target.is_conv1d:
             # MindSpore's (a, b, 1, k) Conv1d layout is PyTorch's (a, b, k); g follows.
             arrays = [a[:, :, 0, :] if a.ndim == 4 and a.shape[2] == 1 else a for a in arrays]
-        candidates = _candidate_keys(target)
-        if target.sn is not None:
-            keys = candidates[5:8] if style == "old" else candidates[8:11]
-        else:
-            keys = candidates[:1] if target.wn is None else candidates[1:3] if style == "old" else candidates[3:5]
-        for key, array, param in zip(keys, arrays, target.params):
+        keys = _candidate_keys(target).saved(target.wn is not None, target.sn is not None, style)
+        for key, array, param, path in zip(keys, arrays, target.params, target.keys):
             if key in out and not np.array_equal(out[key][0], array):
-                raise ValueError(f"two Parameters of the network map to the PyTorch key '{key}'")
+                raise ValueError(clip_message(
+                    f"two Parameters of the network, '{owners[key]}' and '{path}', map to the PyTorch key "
+                    f"'{key}' with different values; rename one of the cells"))
             out[key] = (array, param.dtype == ms.bfloat16)
+            owners.setdefault(key, path)
     return out
 
 
@@ -735,25 +720,106 @@ def to_torch_state_dict(net: nn.Cell, style: str = "new") -> Dict[str, np.ndarra
     return {k: a for k, (a, _) in _torch_entries(net, style).items()}
 
 
-def save_torch_state_dict(net: nn.Cell, path: PathLike, style: str = "new") -> List[str]:
-    """Write ``net``'s weights to a ``.safetensors`` file that PyTorch's ``load_state_dict`` accepts.
+_TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 
-    Keys, layouts and weight-norm names are those of the equivalent PyTorch model (see
-    :func:`to_torch_state_dict` for ``style``); bfloat16 Parameters are stored as BF16.
-    Load it in PyTorch with ``model.load_state_dict(safetensors.torch.load_file(path))``.
-    Returns the keys written.
+
+def _torch_state(net: nn.Cell, style: str) -> "OrderedDict[str, Any]":
+    """``net``'s PyTorch state dict for :func:`.write_torch_zip`: bfloat16 Parameters marked as such."""
+    return OrderedDict((k, BFloat16(a) if bf16 else a) for k, (a, bf16) in _torch_entries(net, style).items())
+
+
+def save_torch_state_dict(net: nn.Cell, path: PathLike, style: str = "new") -> List[str]:
+    """Write ``net``'s weights to a file that PyTorch's ``load_state_dict`` accepts.
+
+    The file's name picks the format: ``.pt``, ``.pth`` or ``.bin`` give ``torch.save``'s zip
+    format (an ``OrderedDict`` of tensors; ``torch.load(path, weights_only=True)`` reads it,
+    no pickle of code involved), ``.safetensors`` a safetensors file (load it with
+    ``safetensors.torch.load_file(path)``). Keys, layouts and weight-norm names are those of
+    the equivalent PyTorch model (see :func:`to_torch_state_dict` for ``style``); bfloat16
+    Parameters are stored as bfloat16. The write is atomic, and the complete file is read
+    back before it replaces an existing one. Returns the keys written. For a nested
+    checkpoint (``{"generator": ..., "discriminator": ...}``) see :func:`save_torch_checkpoint`.
 
     >>> import os, tempfile
     >>> from mindspore import nn
-    >>> path = os.path.join(tempfile.mkdtemp(), "model.safetensors")
-    >>> save_torch_state_dict(nn.SequentialCell([nn.Dense(2, 3)]), path)
+    >>> folder = tempfile.mkdtemp()
+    >>> net = nn.SequentialCell([nn.Dense(2, 3)])
+    >>> save_torch_state_dict(net, os.path.join(folder, "model.safetensors"))
     ['0.weight', '0.bias']
+    >>> save_torch_state_dict(net, os.path.join(folder, "model.pt"))
+    ['0.weight', '0.bias']
+    >>> sorted(read_torch_checkpoint(os.path.join(folder, "model.pt")))
+    ['0.bias', '0.weight']
     """
     path = os.fspath(path)
-    if not path.endswith(".safetensors"):
-        raise ValueError(f"{path!r}: save_torch_state_dict writes safetensors; give the file a .safetensors name")
-    entries = _torch_entries(net, style)
-    write_safetensors(path, {k: a for k, (a, _) in entries.items()},
-                      bfloat16={k for k, (_, bf16) in entries.items() if bf16},
-                      metadata={"format": "pt"})
-    return list(entries)
+    if path.endswith(".safetensors"):
+        entries = _torch_entries(net, style)
+        write_safetensors(path, {k: a for k, (a, _) in entries.items()},
+                          bfloat16={k for k, (_, bf16) in entries.items() if bf16},
+                          metadata={"format": "pt"})
+        return list(entries)
+    if not path.endswith(_TORCH_SUFFIXES):
+        raise ValueError(f"{path!r}: name the file .pt, .pth or .bin (torch.save's format) or .safetensors")
+    state = _torch_state(net, style)
+    write_torch_zip(path, state)
+    return list(state)
+
+
+def _checkpoint_value(value: Any, where: str, style: str, depth: int = 0) -> Any:
+    """One value of a nested checkpoint, ready for :func:`.write_torch_zip`."""
+    if depth > 50:
+        raise ValueError(f"{where}: containers nested deeper than 50")
+    if isinstance(value, nn.Cell):
+        return _torch_state(value, style)
+    if isinstance(value, Mapping):
+        out = OrderedDict() if isinstance(value, OrderedDict) else {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{where}: keys must be strings, got {_short(key)}")
+            out[key] = _checkpoint_value(item, f"{where}[{_short(key)}]", style, depth + 1)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_checkpoint_value(item, f"{where}[{i}]", style, depth + 1) for i, item in enumerate(value)]
+    if isinstance(value, Tensor) and value.dtype == ms.bfloat16:
+        return BFloat16(value.astype(ms.float32).asnumpy())
+    if isinstance(value, LazyTensor):
+        return BFloat16(value.array()) if value.stored == "bfloat16" else np.asarray(value.array())
+    if _is_torch_tensor(value) and "bfloat16" in str(value.dtype):
+        return BFloat16(_to_numpy(where, value))
+    if isinstance(value, (Tensor, np.ndarray)) or _is_torch_tensor(value):
+        return np.asarray(_to_numpy(where, value))
+    if value is None or isinstance(value, (str, bool, int, float, np.generic, BFloat16)):
+        return value
+    raise TypeError(f"{where} is a {type(value).__name__}; a checkpoint holds networks, state dicts, tensors, "
+                    f"dicts, lists and str/int/float/bool/None")
+
+
+def save_torch_checkpoint(path: PathLike, entries: Mapping[str, Any], style: str = "new") -> None:
+    """Write a nested ``torch.save`` checkpoint: ``{"generator": state_dict, ...}``.
+
+    Original repositories' inference scripts often ``torch.load`` such a file and pick one
+    entry (HiFi-GAN: ``model.load_state_dict(torch.load(path)["generator"])``). Each value of
+    ``entries`` may be a network (saved as its PyTorch state dict, as
+    :func:`save_torch_state_dict` would; ``style`` as there), a mapping of names to tensors
+    (numpy, MindSpore or torch; bfloat16 kept), or plain data (step counts, learning rates,
+    nested dicts and lists of them). ``path`` must end in ``.pt``, ``.pth`` or ``.bin``; the
+    write is atomic and read back before it replaces an existing file.
+
+    >>> import os, tempfile
+    >>> from mindspore import nn
+    >>> path = os.path.join(tempfile.mkdtemp(), "g_00100000.pt")
+    >>> save_torch_checkpoint(path, {"generator": nn.SequentialCell([nn.Dense(2, 3)]), "steps": 100000})
+    >>> ckpt = read_torch_checkpoint(path)
+    >>> sorted(ckpt["generator"]), ckpt["steps"]
+    (['0.bias', '0.weight'], 100000)
+    """
+    path = os.fspath(path)
+    if not path.endswith(_TORCH_SUFFIXES):
+        raise ValueError(f"{path!r}: a nested checkpoint is written in torch.save's format; name the file .pt, "
+                         f".pth or .bin (safetensors holds one flat mapping of tensors: use "
+                         f"save_torch_state_dict for that)")
+    if not isinstance(entries, Mapping):
+        raise TypeError(f"entries must be a mapping of names to networks, state dicts or plain values, got "
+                        f"{type(entries).__name__}")
+    _check_style(style)
+    write_torch_zip(path, _checkpoint_value(entries, "entries", style))

@@ -13,6 +13,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn
 
 from . import functional as F
+from . import _layouts
 from ._compat import own_params
 from .parametrize import (
     Parametrization,
@@ -109,11 +110,8 @@ def _check_dim(dim, where: str) -> Optional[int]:
 
 
 def _torch_layout_extra_axis(cell: nn.Cell, weight) -> bool:
-    # MindSpore's nn.Conv1d/nn.Conv1dTranspose keep a 4-D weight (a, b, 1, k) where PyTorch's
-    # Conv1d/ConvTranspose1d keep (a, b, k); every other layer has PyTorch's layout.
-    conv1d = (nn.Conv1d, nn.Conv1dTranspose)
-    return (issubclass(original_class(cell), conv1d) and weight is not None and weight.ndim == 4
-            and weight.shape[2] == 1)
+    # MindSpore's nn.Conv1d/nn.Conv1dTranspose keep a 4-D weight (a, b, 1, k): see _layouts.
+    return _layouts.has_extra_axis(original_class(cell), weight)
 
 
 def torch_dim(module: nn.Cell, dim: F.Dim, name: str = "weight") -> F.Dim:

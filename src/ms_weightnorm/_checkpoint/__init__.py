@@ -7,6 +7,7 @@
 - :mod:`.tensors`: dtypes, storages and strided views, bounds-checked before any read;
 - :mod:`.torch_zip`: the layout of a ``torch.save`` archive;
 - :mod:`.safetensors_io`: safetensors read and write;
+- :mod:`.torch_writer`: ``torch.save``'s zip format, written (read back before it replaces a file);
 - :mod:`.atomic`: atomic writes; :mod:`.bf16`: bfloat16 bits; :mod:`.files`: opening files.
 
 Nothing here imports MindSpore, so the package can be loaded (and fuzzed) on its own. Every

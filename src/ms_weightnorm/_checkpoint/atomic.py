@@ -14,7 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import secrets
-from typing import Iterable
+from typing import Callable, Iterable, Optional
 
 _SUFFIX_LEN = len(".") + 16 + len(".tmp")
 
@@ -46,7 +46,7 @@ def _with_path(err: OSError, path: str) -> OSError:
     return out
 
 
-def atomic_write(path: str, chunks: Iterable[bytes]) -> None:
+def atomic_write(path: str, chunks: Iterable[bytes], verify: Optional[Callable[[str], None]] = None) -> None:
     """Write ``chunks`` to ``path`` so that ``path`` is always either its old file or the whole new one.
 
     The file gets the permissions any new file gets (the kernel applies the umask). It is
@@ -55,6 +55,8 @@ def atomic_write(path: str, chunks: Iterable[bytes]) -> None:
     without following symlinks, so a link planted there cannot redirect the write.
     Concurrent writers each complete: the last rename wins, with one writer's whole file. On
     any error nothing is left behind, ``path`` is untouched, and the ``OSError`` names the path.
+    ``verify``, if given, is called with a readable path of the complete, fsynced temporary file
+    before it replaces ``path``; whatever it raises stops the write the same way.
 
     >>> import tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "f.bin")
@@ -65,7 +67,7 @@ def atomic_write(path: str, chunks: Iterable[bytes]) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     base = os.path.basename(path)
     try:
-        _write(path, directory, base, chunks)
+        _write(path, directory, base, chunks, verify)
     except OSError as err:
         raise _with_path(err, path) from err.__cause__
     try:
@@ -116,7 +118,8 @@ def _open_named(directory: str, base: str):
             continue
 
 
-def _write(path: str, directory: str, base: str, chunks: Iterable[bytes]) -> None:
+def _write(path: str, directory: str, base: str, chunks: Iterable[bytes],
+           verify: Optional[Callable[[str], None]] = None) -> None:
     fd = _open_anonymous(directory)
     tmp = None
     if fd < 0:
@@ -127,6 +130,9 @@ def _write(path: str, directory: str, base: str, chunks: Iterable[bytes]) -> Non
                 f.write(chunk)
             f.flush()
             os.fsync(fd)
+        if verify is not None:
+            # An O_TMPFILE file has no name yet; its /proc entry opens it for reading.
+            verify(tmp if tmp is not None else f"/proc/self/fd/{fd}")
         if tmp is None:
             # Give the complete file a name, then move it over the target.
             while True:

@@ -66,12 +66,15 @@ class LazyTensor:
     memory map: copy it to keep or modify it.
     """
 
-    __slots__ = ("shape", "dtype", "_get")
+    __slots__ = ("shape", "dtype", "_get", "stored")
 
-    def __init__(self, shape: Tuple[int, ...], dtype: np.dtype, get: Callable[[], np.ndarray]):
+    def __init__(self, shape: Tuple[int, ...], dtype: np.dtype, get: Callable[[], np.ndarray],
+                 stored: str = ""):
         self.shape = shape
         self.dtype = dtype
         self._get = get
+        # The dtype the file stores ("bfloat16" where ``dtype`` is its float32 widening).
+        self.stored = stored or np.dtype(dtype).name
 
     @property
     def size(self) -> int:
@@ -190,7 +193,7 @@ def strided(storage: Storage, code: str, offset: Any, size: Any, stride: Any, so
             flat[offset:], shape=size, strides=tuple(s * flat.itemsize for s in steps),
             writeable=False)
 
-    return LazyTensor(size, out_dtype, get)
+    return LazyTensor(size, out_dtype, get, "bfloat16" if code == "bfloat16" else "")
 
 
 def flat_tensor(buffer: memoryview, code: str, shape: Tuple[int, ...], nbytes: int, source: str,
@@ -204,7 +207,7 @@ def flat_tensor(buffer: memoryview, code: str, shape: Tuple[int, ...], nbytes: i
         array = np.frombuffer(buffer, element_dtype(code)).reshape(shape)
         return readonly(bfloat16_bits_to_float32(array)) if code == "bfloat16" else array
 
-    return LazyTensor(shape, out_dtype, get)
+    return LazyTensor(shape, out_dtype, get, "bfloat16" if code == "bfloat16" else "")
 
 
 class DType(str):
