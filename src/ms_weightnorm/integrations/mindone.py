@@ -149,8 +149,12 @@ def torch_checkpoint_keys(model: nn.Cell) -> Dict[str, Tuple[str, Callable[[Any]
     >>> from mindspore import nn
     >>> net = nn.SequentialCell([WeightNorm(nn.Conv1d(2, 3, 5))])
     >>> keys = torch_checkpoint_keys(net)
-    >>> sorted(keys)
-    ['0.parametrizations.weight.original0', '0.parametrizations.weight.original1', '0.weight_g', '0.weight_v']
+    >>> for key in sorted(keys):
+    ...     print(key)
+    0.parametrizations.weight.original0
+    0.parametrizations.weight.original1
+    0.weight_g
+    0.weight_v
     >>> keys['0.parametrizations.weight.original0'][0]
     '0.weight_norm_cell.weight_g'
     """
