@@ -14,14 +14,22 @@ from . import functional
 from .functional import norm_except_dim
 from .init import data_dependent_init
 from .layers import MeanOnlyBatchNorm
+from . import parametrize
 from .parametrize import (
     Parametrization,
+    cached,
     invalidate_compiled_graphs,
     is_parametrized,
-    parametrizations,
+    parametrizations_of,
     register_parametrization,
     remove_parametrization,
+    remove_parametrizations,
+    transfer_parametrizations_and_params,
+    type_before_parametrizations,
 )
+# A module, as torch.nn.utils.parametrizations; calling it is the deprecated parametrizations_of.
+from . import parametrizations
+from .parametrizations import orthogonal
 from . import torch_io
 from .torch_io import (
     CheckpointError,
@@ -74,6 +82,13 @@ __all__ = [
     "register_parametrization",
     "remove_parametrization",
     "parametrizations",
+    "parametrizations_of",
+    "parametrize",
+    "orthogonal",
+    "remove_parametrizations",
+    "type_before_parametrizations",
+    "cached",
+    "transfer_parametrizations_and_params",
     "is_parametrized",
     "invalidate_compiled_graphs",
     "data_dependent_init",
