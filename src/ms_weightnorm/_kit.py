@@ -138,17 +138,17 @@ class ParametrizationList(nn.Cell):
         return tuple(own_params(self)[n] for n in self._original_names)
 
     def construct(self):
-        xs = ()
-        for n in self._original_names:
-            xs = xs + (getattr(self, n),)
-        first = True
-        x = None
-        for m in self.chain:
-            if first:
-                x = m(*xs)
-                first = False
-            else:
-                x = m(x)
+        if self.is_tensor:
+            # An attribute read, not getattr: a nested parametrization makes ``original`` a
+            # property, which getattr with a name would fold into a constant in GRAPH_MODE.
+            x = self.chain[0](self.original)
+        else:
+            xs = ()
+            for n in self._original_names:
+                xs = xs + (getattr(self, n),)
+            x = self.chain[0](*xs)
+        for i in range(1, len(self.chain)):
+            x = self.chain[i](x)
         return x
 
     def right_inverse(self, value: Tensor, where: str) -> None:
