@@ -901,3 +901,61 @@ def test_weight_norm_parametrization(mode):
     expected = m(x).asnumpy()
     m = weight_norm(m, dim=None)
     np.testing.assert_allclose(m(x).asnumpy(), expected, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- beyond torch's file
+
+
+def test_many_originals(mode):
+    """The limit the issue asks about: 12 originals go through the graph parser and train."""
+    n = 12
+
+    class SumN(nn.Cell):
+        def construct(self, *xs):
+            out = xs[0]
+            for x in xs[1:]:
+                out = out + x
+            return out
+
+        def right_inverse(self, w):
+            return tuple(w / n for _ in range(n))
+
+    model = nn.Dense(3, 3)
+    w0 = model.weight.asnumpy().copy()
+    parametrize.register_parametrization(model, "weight", SumN())
+    originals = model.parametrizations.weight.originals()
+    assert [p.name for p in originals] == [f"parametrizations.weight.original{i}" for i in range(n)]
+    np.testing.assert_allclose(weight(model), w0, atol=1e-6)
+    grads = ms.grad(WeightTBias(model), None, list(originals))()
+    expected = np.outer(np.ones(3), model.bias.asnumpy()).T  # d sum(W^T b) / dW = b 1^T
+    for g in grads:
+        np.testing.assert_allclose(g.asnumpy(), expected, rtol=1e-6)
+
+
+def test_assignment_reaches_compiled_graphs(mode):
+    """cell.weight = Y after a compiled step: the next compiled step uses the new originals."""
+    model = nn.Dense(3, 3)
+    parametrize.register_parametrization(model, "weight", Double())
+    read = ReadWeight(model)
+    read()
+    target = np.arange(9, dtype=np.float32).reshape(3, 3)
+    model.weight = Tensor(target)
+    np.testing.assert_allclose(read().asnumpy(), target)
+    np.testing.assert_allclose(model.parametrizations.weight.original.asnumpy(), target / 2)
+
+
+def test_error_names_the_path(mode):
+    net = nn.SequentialCell([nn.Dense(3, 3), nn.Dense(3, 3)])
+    parametrize.register_parametrization(net[1], "weight", Skew())
+    with pytest.raises(RuntimeError, match=r"Dense cell '1', tensor 'weight'.*Skew.*right_inverse"):
+        net[1].weight = Tensor(np.zeros((3, 3), np.float32))
+
+
+def test_deprecated_parametrizations_call():
+    import ms_weightnorm
+
+    layer = weight_norm(nn.Dense(2, 2))
+    with pytest.warns(DeprecationWarning, match="parametrizations_of"):
+        found = ms_weightnorm.parametrizations(layer)
+    assert found == ms_weightnorm.parametrizations_of(layer) and list(found) == ["weight"]
+    assert ms_weightnorm.parametrizations.orthogonal is orthogonal

@@ -494,9 +494,34 @@ def is_parametrized(cell: nn.Cell, name: Optional[str] = None) -> bool:
     return bool(entries) if name is None else any(e.name == name for e in entries)
 
 
+def cell_path(cell: nn.Cell) -> Optional[str]:
+    """The cell's path in its network, as its Parameters' names show it (None when unknown).
+
+    MindSpore names a Parameter after its path once the cell is attached (``body.0.weight``);
+    a cell built alone has bare names and no known path.
+
+    >>> from mindspore import nn
+    >>> net = nn.SequentialCell([nn.Dense(2, 2)])
+    >>> cell_path(net[0]), cell_path(nn.Dense(2, 2))
+    ('0', None)
+    """
+    named = list(own_params(cell).items())
+    container = vars(cell).get("_cells", {}).get("parametrizations")
+    if container is not None:
+        for plist in container._cells.values():
+            named.extend((f"parametrizations.{k}", p) for k, p in own_params(plist).items())
+    for key, p in named:
+        name = getattr(p, "name", None)
+        if isinstance(name, str) and name.endswith("." + key) and len(name) > len(key) + 1:
+            return name[: -len(key) - 1]
+    return None
+
+
 def cell_label(cell: nn.Cell) -> str:
-    """How messages name a cell: ``"Dense cell"``, by its class before any parametrization."""
-    return f"{class_name(cell)} cell"
+    """How messages name a cell: ``"Dense cell 'body.0'"`` (its path when known), by its class
+    before any parametrization."""
+    path = cell_path(cell)
+    return f"{class_name(cell)} cell" + (f" '{path}'" if path else "")
 
 
 def _find_aliases(cell: nn.Cell, param: Parameter) -> Tuple[Tuple[str, Tuple[str, ...]], ...]:
