@@ -19,9 +19,8 @@ from __future__ import annotations
 import contextlib
 import copy
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn
 
@@ -275,7 +274,7 @@ def register_cell_parametrization(cell: nn.Cell, tensor_name: str, parametrizati
 def _append(cell, tensor_name, parametrization, unsafe, where) -> None:
     plist = cell.parametrizations[tensor_name]
     if not unsafe:
-        Y = _cached_or_value(cell, tensor_name)
+        Y = _chain_value(cell.parametrizations[tensor_name])
         X = _eager(parametrization, Y)
         _check_output(X, Y.shape, Y.dtype, where, f"cell.{tensor_name}")
         if hasattr(parametrization, "right_inverse"):
@@ -295,16 +294,13 @@ def _append(cell, tensor_name, parametrization, unsafe, where) -> None:
                     raise ValueError(f"{where}: the tensor returned by parametrization.right_inverse must have "
                                      f"the same shape as cell.{tensor_name} ({tuple(Y.shape)}), unless "
                                      f"unsafe=True; it has {tuple(Z.shape)}")
-    first = plist.originals()[0]
-    prefix = first.name[: first.name.find(f"{CONTAINER}.{tensor_name}.")] if f"{CONTAINER}.{tensor_name}." in first.name else ""
+    first = plist.originals()[0].name
+    marker = f"{CONTAINER}.{tensor_name}."
+    prefix = first[: first.find(marker)] if marker in first else ""
     index = len(plist)
     plist.append(parametrization)
     plist.unsafe = plist.unsafe or unsafe
     _rename_chain_params(prefix, tensor_name, index, parametrization)
-
-
-def _cached_or_value(cell: nn.Cell, name: str) -> Tensor:
-    return _chain_value(cell.parametrizations[name])
 
 
 def _first(cell, tensor_name, parametrization, unsafe, where) -> None:
