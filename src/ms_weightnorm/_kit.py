@@ -373,7 +373,12 @@ def _first(cell, tensor_name, parametrization, unsafe, where) -> None:
         plist.original = original
     _rename_chain_params(prefix, tensor_name, 0, parametrization)
     aliases = _P._find_aliases(cell, original) if is_tensor else _P._find_aliases(cell, own_params(cell)[tensor_name])
-    entry = _P._Entry(tensor_name, CellChain(tensor_name), aliases)
+    _install(cell, tensor_name, plist, aliases)
+
+
+def _install(cell: nn.Cell, tensor_name: str, plist: ParametrizationList, aliases=()) -> None:
+    """Put ``plist`` in ``cell.parametrizations``, drop the Parameter, swap the class."""
+    entry = _P._Entry(tensor_name, CellChain(tensor_name), tuple(aliases))
     container = cell._cells.get(CONTAINER)
     if container is None:
         container = ParametrizationDict()
@@ -619,15 +624,6 @@ def transfer_parametrizations_and_params(from_cell: nn.Cell, to_cell: nn.Cell,
             target.name = f"{base}original"
         for i, m in enumerate(chain):
             _rename_chain_params(prefix, name, i, m)
-        entry = _P._Entry(name, CellChain(name), ())
-        container = to_cell._cells.get(CONTAINER)
-        if container is None:
-            container = ParametrizationDict()
-            to_cell.insert_child_to_cell(CONTAINER, container)
-        container.insert_child_to_cell(name, plist)
-        del own_params(to_cell)[name]
-        new_cls = _P._parametrized_class(_P.original_class(to_cell), _P._entries(to_cell) + (entry,))
-        object.__setattr__(to_cell, "__class__", new_cls)
-        object.__setattr__(to_cell, "_reparam_amp_dtype", _P._amp_dtype_of(to_cell))
+        _install(to_cell, name, plist)
     _P.invalidate_compiled_graphs()
     return to_cell
