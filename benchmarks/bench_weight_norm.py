@@ -33,6 +33,9 @@ is the noise level of the run.
    on the same network (eager) in the same run.
 5. Inference after ``remove_all_weight_norm`` against the plain network, and graph compile
    time (first training step) with and without weight norm.
+6. Chained Cell parametrizations (``ms_weightnorm.parametrize``) on every layer of the MLP:
+   what each of three parametrizations adds to a training step alone, and what their chains
+   add, against the sum of the parts; and the compile time of the three-parametrization chain.
 """
 from __future__ import annotations
 
@@ -540,6 +543,63 @@ def training_tables(args) -> List[str]:
     return rows, compile_rows
 
 
+class _Scale(nn.Cell):
+    """A parametrization with a Parameter of its own: ``X * s``."""
+
+    def __init__(self):
+        super().__init__()
+        self.s = Parameter(ms.Tensor(np.float32(1.0)), name="s")
+
+    def construct(self, X):
+        return X * self.s
+
+
+class _Symmetric(nn.Cell):
+    def construct(self, X):
+        return ms.ops.triu(X) + ms.ops.triu(X, 1).T
+
+
+class _RowNorm(nn.Cell):
+    def construct(self, X):
+        return X / ms.ops.sqrt((X * X).sum(1, keepdims=True) + 1e-12)
+
+
+_CHAIN_PARTS = {"scale": _Scale, "symmetric": _Symmetric, "rownorm": _RowNorm}
+
+
+def chain_tables(args) -> List[str]:
+    """Training steps with Cell parametrizations on every Dense weight of the 8x512 MLP."""
+    rng = np.random.default_rng(3)
+    x = ms.Tensor(rng.standard_normal((100, 512)).astype(np.float32))
+    y = ms.Tensor(rng.standard_normal((100, 512)).astype(np.float32))
+    setups = {"plain": (), "scale": ("scale",), "symmetric": ("symmetric",), "rownorm": ("rownorm",),
+              "symmetric+scale": ("symmetric", "scale"),
+              "symmetric+rownorm+scale": ("symmetric", "rownorm", "scale")}
+    fns: Dict[str, Callable[[], None]] = {}
+    compile_s: Dict[str, float] = {}
+    for name, parts in setups.items():
+        ms.set_seed(0)
+        net = ms_mlp(512, 8, 512)
+        for layer in net:
+            if isinstance(layer, nn.Dense):
+                for part in parts:
+                    wn.parametrize.register_parametrization(layer, "weight", _CHAIN_PARTS[part]())
+        fn = ms_step_fn(net, x, y)
+        start = time.perf_counter()
+        fn()
+        compile_s[name] = time.perf_counter() - start
+        fns[name] = fn
+    t = {k: v * 1e3 for k, v in interleaved(fns, args.rounds, args.calls).items()}
+    added = {k: t[k] - t["plain"] for k in t}
+    rows = ["| parametrization on each of 8 weights | step (ms) | adds (ms) | sum of the parts adds (ms) | "
+            "compile + first step (s) |", "|---|---|---|---|---|"]
+    for name, parts in setups.items():
+        parts_sum = sum(added[p] for p in parts) if len(parts) > 1 else None
+        rows.append(f"| {name} | {t[name]:.2f} | {added[name]:+.2f} | "
+                    f"{'' if parts_sum is None else f'{parts_sum:+.2f}'} | {compile_s[name]:.2f} |")
+    return rows
+
+
 def inference_table(args) -> List[str]:
     rng = np.random.default_rng(2)
     x = ms.Tensor(rng.standard_normal((100, 512)).astype(np.float32))
@@ -589,7 +649,7 @@ def main(argv: Sequence[str] = None) -> int:
     parser.add_argument("--rounds", type=int, default=None, help="timed samples per contender")
     parser.add_argument("--calls", type=int, default=None, help="calls per sample (small shapes)")
     parser.add_argument("--skip", default="",
-                        help="comma list of sections to skip: added,kernels,reparam,train,infer")
+                        help="comma list of sections to skip: added,kernels,reparam,train,infer,chain")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (7 if args.quick else 31)
     args.calls = args.calls or (5 if args.quick else 10)
@@ -618,6 +678,10 @@ def main(argv: Sequence[str] = None) -> int:
     if "infer" not in skip:
         print("### Inference after remove_all_weight_norm (GRAPH_MODE)\n")
         print("\n".join(inference_table(args)) + "\n")
+    if "chain" not in skip:
+        print("### Chained Cell parametrizations, training step on the MLP 8x512, batch 100 "
+              "(GRAPH_MODE), median ms\n", flush=True)
+        print("\n".join(chain_tables(args)) + "\n")
     return 0
 
 

@@ -849,8 +849,9 @@ def _assert_unchanged(net, snapshot):
 
 
 @pytest.mark.parametrize("bad,error,pattern", [
-    (_IntWeight, TypeError, r"_IntWeight cell: Parameter 'weight' has dtype Int32"),
-    (lambda: _Clash(3, 2), ValueError, r"_Clash cell already has an attribute 'weight_g'"),
+    # The messages name the cell's path in the network ('2'), known from its Parameters' names.
+    (_IntWeight, TypeError, r"_IntWeight cell '2': Parameter 'weight' has dtype Int32"),
+    (lambda: _Clash(3, 2), ValueError, r"_Clash cell '2' already has an attribute 'weight_g'"),
 ])
 def test_apply_is_all_or_nothing_when_a_later_cell_fails(bad, error, pattern):
     """The error comes from the last cell: the earlier, valid cells must be left untouched."""

@@ -23,15 +23,23 @@ if _HAS_MINDSPORE:
     from .functional import norm_except_dim
     from .init import data_dependent_init
     from .layers import MeanOnlyBatchNorm
+    from . import parametrize
     from .parametrize import (
         Parametrization,
         StaleTrainerWarning,
+        cached,
         invalidate_compiled_graphs,
         is_parametrized,
-        parametrizations,
+        parametrizations_of,
         register_parametrization,
         remove_parametrization,
+        remove_parametrizations,
+        transfer_parametrizations_and_params,
+        type_before_parametrizations,
     )
+    # A module, as torch.nn.utils.parametrizations; calling it is the deprecated parametrizations_of.
+    from . import parametrizations
+    from .parametrizations import orthogonal
     from . import torch_io
     from .torch_io import (
         LoadResult,
@@ -63,7 +71,7 @@ else:
     def __getattr__(name: str):
         # PEP 562: everything but the checkpoint errors needs MindSpore; say so by name.
         if name in __all__ or name in ("torch_io", "functional", "weight_norm", "spectral_norm", "parametrize",
-                                       "init", "layers", "integrations", "distributed", "demo"):
+                                       "parametrizations", "init", "layers", "integrations", "distributed", "demo"):
             raise ImportError(
                 f"ms_weightnorm.{name} needs MindSpore, which is not installed here "
                 f"(pip install 'mindspore>=2.7,<3'). Without it, only the checkpoint tool "
@@ -93,6 +101,13 @@ __all__ = [
     "register_parametrization",
     "remove_parametrization",
     "parametrizations",
+    "parametrizations_of",
+    "parametrize",
+    "orthogonal",
+    "remove_parametrizations",
+    "type_before_parametrizations",
+    "cached",
+    "transfer_parametrizations_and_params",
     "is_parametrized",
     "invalidate_compiled_graphs",
     "StaleTrainerWarning",

@@ -28,7 +28,7 @@ import gc
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import mindspore as ms
@@ -43,7 +43,13 @@ __all__ = [
     "register_parametrizations",
     "remove_parametrization",
     "parametrizations",
+    "parametrizations_of",
     "is_parametrized",
+    "remove_parametrizations",
+    "type_before_parametrizations",
+    "cached",
+    "transfer_parametrizations_and_params",
+    "ParametrizationList",
     "original_class",
     "assign_parametrized",
 ]
@@ -70,14 +76,14 @@ class Parametrization:
     ``cell.<name>.set_data(X)``) sets the new Parameters to ``split(X)``: PyTorch's
     ``right_inverse``. Parametrizations without an inverse set ``no_inverse`` and refuse it.
 
-    Error messages name the parametrization by its ``label`` attribute ("weight norm" when
-    it has none) and point to ``remove_<label>``.
+    Error messages name the parametrization by its ``label`` ("weight norm") and point to
+    ``remove_<label>`` (``remove_weight_norm``); the default label "parametrization" points
+    to ``remove_parametrization``.
     """
 
     suffixes: Tuple[str, ...] = ()
-    # For messages: what this is called, and the public function that removes it.
-    kind: str = "a parametrization"
-    remover: str = "remove_parametrization"
+    # What messages call this; the public function that removes it is remove_<label>.
+    label: str = "parametrization"
     state_suffixes: Tuple[str, ...] = ()
     # Assigning the computed attribute (``cell.weight = X``, ``cell.weight.set_data(X)``) re-splits
     # X with ``split`` (PyTorch's ``right_inverse``). A parametrization whose ``split`` is no
@@ -269,6 +275,9 @@ def assign_parametrized(cell: nn.Cell, name: str, value: Any) -> None:
         raise ValueError(f"{cell_label(cell)}: '{name}' is not parametrized, so it cannot be re-split; set it "
                          f"directly (cell.{name}.set_data(...))")
     p = entry.parametrization
+    if _kit.is_kit_entry(entry):
+        _kit.assign(cell, name, value)
+        return
     if p.no_inverse:
         raise AttributeError(_read_only_message(class_name(cell), *_origin(entry), why=f" ({p.no_inverse})"))
     where = f"{cell_label(cell)}, setting '{name}'"
@@ -295,10 +304,9 @@ def assign_parametrized(cell: nn.Cell, name: str, value: Any) -> None:
 
 def _kind(p: Parametrization) -> Tuple[str, str]:
     """What ``p`` is called in messages, and the public function that removes it."""
-    label = getattr(p, "label", None)
-    if label:
-        return label, f"remove_{label.replace(' ', '_')}"
-    return p.kind, p.remover
+    label = getattr(p, "label", None) or "parametrization"
+    kind = "a parametrization" if label == "parametrization" else label
+    return kind, f"remove_{label.replace(' ', '_')}"
 
 
 def _origin(entry: _Entry) -> Tuple[str, Tuple[str, ...], str, str]:
@@ -354,7 +362,8 @@ class _ComputedProperty(property):
     def __get__(self, obj, objtype=None):
         if obj is None:
             return self
-        value = self.fget(obj)
+        # Inside parametrize.cached(): one computation per cell and attribute (PyNative reads).
+        value = _kit.cache_lookup(obj, self.origin[0], lambda: self.fget(obj))
         if type(value) is Tensor:
             value.__class__ = ComputedTensor
             value._reparam_origin = (class_name(obj),) + self.origin
@@ -376,7 +385,8 @@ def _parametrized_class(base: type, entries: Tuple[_Entry, ...]) -> type:
         "_reparam_amp_dtype": None,
         "__module__": base.__module__,
     }
-    getters = {e.name: _make_getter(e.parametrization.compose_fn(), e.param_names(), e.stateful)
+    getters = {e.name: (e.parametrization.make_getter() if hasattr(e.parametrization, "make_getter")
+                        else _make_getter(e.parametrization.compose_fn(), e.param_names(), e.stateful))
                for e in entries}
     if any(e.stateful for e in entries):
         namespace["add_flags"] = _add_flags_stateful
@@ -459,9 +469,23 @@ def _entries(cell: nn.Cell) -> Tuple[_Entry, ...]:
     return getattr(type(cell), "_reparam_entries", ())
 
 
-def parametrizations(cell: nn.Cell) -> Dict[str, Parametrization]:
-    """The parametrized attribute names of ``cell`` (not of its children) and how."""
+def parametrizations_of(cell: nn.Cell) -> Dict[str, Parametrization]:
+    """The parametrized attribute names of ``cell`` (not of its children) and how.
+
+    A Cell parametrization (PyTorch's form) shows as a ``CellChain``; its cells are in
+    ``cell.parametrizations.<name>``.
+
+    >>> from mindspore import nn
+    >>> from ms_weightnorm import weight_norm
+    >>> parametrizations_of(weight_norm(nn.Dense(2, 2)))
+    {'weight': WeightNormParametrization(dim=0, eps=0.0)}
+    """
     return {e.name: e.parametrization for e in _entries(cell)}
+
+
+# The former name. Inside this module it is no clash; ``ms_weightnorm.parametrizations`` is
+# now PyTorch's module name (orthogonal, ...), callable with a DeprecationWarning.
+parametrizations = parametrizations_of
 
 
 def is_parametrized(cell: nn.Cell, name: Optional[str] = None) -> bool:
@@ -470,9 +494,34 @@ def is_parametrized(cell: nn.Cell, name: Optional[str] = None) -> bool:
     return bool(entries) if name is None else any(e.name == name for e in entries)
 
 
+def cell_path(cell: nn.Cell) -> Optional[str]:
+    """The cell's path in its network, as its Parameters' names show it (None when unknown).
+
+    MindSpore names a Parameter after its path once the cell is attached (``body.0.weight``);
+    a cell built alone has bare names and no known path.
+
+    >>> from mindspore import nn
+    >>> net = nn.SequentialCell([nn.Dense(2, 2)])
+    >>> cell_path(net[0]), cell_path(nn.Dense(2, 2))
+    ('0', None)
+    """
+    named = list(own_params(cell).items())
+    container = vars(cell).get("_cells", {}).get("parametrizations")
+    if container is not None:
+        for plist in container._cells.values():
+            named.extend((f"parametrizations.{k}", p) for k, p in own_params(plist).items())
+    for key, p in named:
+        name = getattr(p, "name", None)
+        if isinstance(name, str) and name.endswith("." + key) and len(name) > len(key) + 1:
+            return name[: -len(key) - 1]
+    return None
+
+
 def cell_label(cell: nn.Cell) -> str:
-    """How messages name a cell: ``"Dense cell"``, by its class before any parametrization."""
-    return f"{class_name(cell)} cell"
+    """How messages name a cell: ``"Dense cell 'body.0'"`` (its path when known), by its class
+    before any parametrization."""
+    path = cell_path(cell)
+    return f"{class_name(cell)} cell" + (f" '{path}'" if path else "")
 
 
 def _find_aliases(cell: nn.Cell, param: Parameter) -> Tuple[Tuple[str, Tuple[str, ...]], ...]:
@@ -738,10 +787,34 @@ def check_registration(cell: nn.Cell, name: str, parametrization: Parametrizatio
     _Group([(None, cell, name)], parametrization, own_params(cell)[name], []).validate()
 
 
-def register_parametrization(cell: nn.Cell, name: str, parametrization: Parametrization) -> nn.Cell:
-    """Replace Parameter ``name`` of ``cell`` by ``parametrization``'s new Parameters.
+def register_parametrization(cell: nn.Cell, name: str, parametrization: Union[Parametrization, nn.Cell], *,
+                             unsafe: bool = False) -> nn.Cell:
+    """Parametrize ``cell.<name>``: by an ``nn.Cell`` (PyTorch's contract) or a :class:`Parametrization`.
 
-    Afterwards ``cell.<name>`` is computed from ``cell.<name>_<suffix>`` on every read (inside
+    **A Cell** (``torch.nn.utils.parametrize.register_parametrization``): its ``construct(X)``
+    returns the new tensor; it may define ``right_inverse(Y)`` returning ``X`` or a tuple of
+    tensors (then ``construct`` takes them all). Afterwards ``cell.<name>`` is computed on every
+    read, inside compiled graphs too, from ``cell.parametrizations.<name>.original`` (or
+    ``original0``, ``original1``, ...), and gradients reach the originals and the
+    parametrization's own Parameters. Registering again on the same name chains (applied in
+    registration order; ``cell.parametrizations.<name>[i]``, ``len(...)``). Assigning
+    ``cell.<name> = Y`` sets the originals through the right_inverses, last registered first.
+    Without ``unsafe=True`` a parametrization that changes the shape or dtype is refused. With
+    one original, the cell's Parameter object itself becomes ``original`` (renamed
+    ``<path>.parametrizations.<name>.original``, PyTorch's checkpoint key).
+
+    >>> import numpy as np
+    >>> from mindspore import nn, Tensor
+    >>> class Symmetric(nn.Cell):
+    ...     def construct(self, X):
+    ...         return X.triu() + X.triu(1).T
+    >>> layer = register_parametrization(nn.Dense(3, 3), "weight", Symmetric())
+    >>> w = layer.weight.asnumpy()
+    >>> bool(np.allclose(w, w.T)), layer.parametrizations.weight.original.name
+    (True, 'parametrizations.weight.original')
+
+    **A Parametrization** (this library's dataclass form, used by weight norm and spectral
+    norm): afterwards ``cell.<name>`` is computed from ``cell.<name>_<suffix>`` on every read (inside
     graphs too), and the original Parameter is gone from the cell. Each new Parameter is named
     after the original (``body.0.weight`` gives ``body.0.weight_g``) so names stay unique in
     optimizers and checkpoints whether the cell is already attached to a parent or not.
@@ -756,13 +829,30 @@ def register_parametrization(cell: nn.Cell, name: str, parametrization: Parametr
     >>> sorted(parametrizations(dense)), dense.weight_g.shape
     (['weight'], (2, 1))
     """
+    if isinstance(parametrization, nn.Cell):
+        return _kit.register_cell_parametrization(cell, name, parametrization, unsafe=unsafe)
+    if not isinstance(parametrization, Parametrization):
+        raise TypeError(f"{cell_label(cell) if isinstance(cell, nn.Cell) else 'register_parametrization'}: "
+                        f"a parametrization must be a mindspore.nn.Cell (construct(X) returns the new tensor) "
+                        f"or a ms_weightnorm Parametrization, got {type(parametrization).__name__}")
     _check_own_parameter(cell, name)
+    check_not_shared(cell, name)
+    group = _Group([(None, cell, name)], parametrization, own_params(cell)[name], [])
+    group.prepare()
+    group.apply()
+    invalidate_compiled_graphs()
+    return cell
+
+
+def check_not_shared(cell: nn.Cell, name: str, refuse_trainers: bool = True) -> None:
+    """Raise when another live cell (a tie), or an optimizer, also holds ``cell.<name>``."""
     holders = _holders([(cell, name)])
     weight = own_params(cell)[name]
     others = [h for h in holders[id(weight)] if h != (cell, name)]
     trainers = [h for h in others if _is_training_holder(*h)]
-    if trainers:
+    if trainers and refuse_trainers:
         raise _training_holder_error(cell, name, weight.name, trainers)
+    others = [h for h in others if not _is_training_holder(*h)]
     if others:
         shared = "; ".join(_describe(c, k) for c, k in others)
         raise ValueError(
@@ -771,11 +861,6 @@ def register_parametrization(cell: nn.Cell, name: str, parametrization: Parametr
             f"to a cell that contains all of them (apply_weight_norm(model)): they then share one set of "
             f"new Parameters. To untie on purpose, give this cell its own copy first: "
             f"cell.{name} = Parameter(cell.{name}.copy(), name='...')")
-    group = _Group([(None, cell, name)], parametrization, weight, [])
-    group.prepare()
-    group.apply()
-    invalidate_compiled_graphs()
-    return cell
 
 
 def register_parametrizations(net: nn.Cell, selected: Sequence[Tuple[str, nn.Cell, str]],
@@ -916,6 +1001,9 @@ def remove_parametrization(cell: nn.Cell, name: str) -> Parameter:
         raise ValueError(
             f"{cell_label(cell)}: '{name}' is not parametrized (parametrized: {applied}), nothing to "
             f"remove; pass name= one of those, or the cell that has it")
+    if _kit.is_kit_entry(entry):
+        _kit.remove_parametrizations(cell, name, leave_parametrized=True)
+        return own_params(cell)[name]
     group = _fold_group(cell, entry)
     if entry.stateful:
         # Folding reads the weight as in eval mode: removal never advances the state.
@@ -964,3 +1052,14 @@ def invalidate_compiled_graphs() -> None:
     what ``mindspore.ms_memory_recycle`` does to them, without its memory recycling.
     """
     drop_compiled_graphs()
+
+
+# The Cell form (PyTorch's contract) lives in _kit, which builds on the names above.
+from . import _kit  # noqa: E402
+from ._kit import (  # noqa: E402
+    ParametrizationList,
+    cached,
+    remove_parametrizations,
+    transfer_parametrizations_and_params,
+    type_before_parametrizations,
+)

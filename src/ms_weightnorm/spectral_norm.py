@@ -27,13 +27,14 @@ from . import _layouts
 from ._compat import own_params
 from .parametrize import (
     Parametrization,
+    _kind,
     cell_label,
     original_class,
     parametrizations,
     register_parametrization,
     remove_parametrization,
 )
-from .weight_norm import WeightNormParametrization, require_floating
+from .weight_norm import require_floating
 
 __all__ = [
     "SpectralNormParametrization",
@@ -237,9 +238,7 @@ def spectral_norm(cell: nn.Cell, name: str = "weight", n_power_iterations: int =
     """
     if isinstance(cell, nn.Cell) and name in parametrizations(cell):
         existing = parametrizations(cell)[name]
-        kind, undo = (("spectral norm", "remove_spectral_norm") if isinstance(existing, SpectralNormParametrization)
-                      else ("weight norm", "remove_weight_norm") if isinstance(existing, WeightNormParametrization)
-                      else (f"a {type(existing).__name__}", "remove_parametrization"))
+        kind, undo = _kind(existing)
         raise ValueError(
             f"{cell_label(cell)}: {kind} is already applied to '{name}'; call {undo}(cell, "
             f"'{name}') first if you want spectral norm on it")

@@ -51,12 +51,11 @@ class WeightNormParametrization(Parametrization):
     dim: Optional[int]
     eps: float = 0.0
     suffixes: ClassVar[Tuple[str, ...]] = ("g", "v")
-    kind: ClassVar[str] = "weight norm"
-    remover: ClassVar[str] = "remove_weight_norm"
+    label: ClassVar[str] = "weight norm"
 
     def check(self, cell: nn.Cell, name: str, weight: Parameter) -> None:
         label = cell_label(cell)
-        require_floating(cell, name, weight, self.kind)
+        require_floating(cell, name, weight, self.label)
         if weight.ndim == 0:
             raise ValueError(
                 f"{label}: Parameter '{name}' is a scalar; weight norm needs at least 1 axis. Choose another "
