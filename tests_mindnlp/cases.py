@@ -14,7 +14,7 @@ from typing import Callable, Dict, List
 import numpy as np
 
 NEW, OLD = "parametrizations", "weight_norm"  # torch.nn.utils.parametrizations.weight_norm / the old API
-MODELS = ("linear", "wav2vec2", "encodec", "hifigan")
+MODELS = ("linear", "conv2d", "wav2vec2", "encodec", "hifigan")
 STEPS, LR = 3, 0.05  # plain SGD steps compared with torch's
 
 
@@ -81,6 +81,10 @@ def build(model: str, api: str, seed: int = 0, pretrained: str = "", apply: bool
             else:
                 torch.nn.utils.weight_norm(m)
             return m.eval()
+        if model == "conv2d":  # dim=1: a middle axis (mindtorch's own norm recursed without end)
+            m = torch.nn.Conv2d(3, 4, 3)
+            (torch.nn.utils.parametrizations.weight_norm if api == NEW else torch.nn.utils.weight_norm)(m, dim=1)
+            return m.eval()
         cls, config = _configs()[model]
         m = cls.from_pretrained(pretrained) if pretrained else cls(config)
         if model == "hifigan" and apply:
@@ -89,8 +93,8 @@ def build(model: str, api: str, seed: int = 0, pretrained: str = "", apply: bool
 
 
 def inputs(model: str) -> Dict[str, np.ndarray]:
-    rng = np.random.default_rng({"linear": 1, "wav2vec2": 2, "encodec": 3, "hifigan": 4}[model])
-    shapes = {"linear": {"x": (2, 4)}, "wav2vec2": {"x": (1, 64)},
+    rng = np.random.default_rng({"linear": 1, "wav2vec2": 2, "encodec": 3, "hifigan": 4, "conv2d": 5}[model])
+    shapes = {"linear": {"x": (2, 4)}, "conv2d": {"x": (1, 3, 6, 6)}, "wav2vec2": {"x": (1, 64)},
               "encodec": {"x": (1, 1, 32), "z": (1, 8, 8)}, "hifigan": {"x": (1, 6, 8)}}[model]
     return {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
 
@@ -98,7 +102,7 @@ def inputs(model: str) -> Dict[str, np.ndarray]:
 def outputs(model: str, m, xs: Dict) -> List:
     """The tensors compared (and summed into the loss). Encodec: its encoder and its decoder
     (the quantizer between them has no gradient in either framework)."""
-    if model == "linear":
+    if model in ("linear", "conv2d"):
         return [m(xs["x"])]
     if model == "wav2vec2":
         return [m(xs["x"]).last_hidden_state]

@@ -32,18 +32,20 @@ def rel(a, b) -> float:
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
 
-def torch_reference(job: dict, workdir: str) -> Dict[str, np.ndarray]:
-    """Run torch_ref.py on ``job`` with this venv's python; return its npz as a dict."""
-    job = dict(job, out=os.path.join(workdir, "torch_out.npz"))
-    path = os.path.join(workdir, "job.json")
+def torch_reference(jobs: List[dict], workdir: str) -> None:
+    """Run torch_ref.py on ``jobs`` (each writes its ``out`` npz) with this venv's python."""
+    path = os.path.join(workdir, "jobs.json")
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(job, f)
+        json.dump(jobs, f)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # nothing of ours needed there
     proc = subprocess.run([sys.executable, os.path.join(HERE, "torch_ref.py"), path], env=env,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
-        raise RuntimeError(f"torch_ref.py failed on {job}:\n{proc.stderr[-3000:]}")
-    with np.load(job["out"]) as data:
+        raise RuntimeError(f"torch_ref.py failed:\n{proc.stderr[-3000:]}")
+
+
+def _load(path: str) -> Dict[str, np.ndarray]:
+    with np.load(path) as data:
         return {k: data[k] for k in data.files}
 
 
@@ -71,26 +73,56 @@ def _extra_weight_keys(state: Dict[str, np.ndarray]) -> List[str]:
     return [k for k in state if k.endswith("weight") and k[: -len("weight")] + "weight_g" in state]
 
 
-def run_case(model: str, api: str, source: str, steps: bool = True, workdir: Optional[str] = None) -> Result:
-    """Build ``model`` in mindnlp (``source``: "config" or "pretrained"), compare with torch."""
+@dataclass(frozen=True)
+class Spec:
+    model: str
+    api: str
+    source: str  # "config" or "pretrained"
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}-{self.api}-{self.source}"
+
+
+def run_cases(specs: List[Spec], steps: bool = True, workdir: Optional[str] = None) -> Dict[Spec, object]:
+    """Build every case in mindnlp, run torch once for all of them, compare; returns a Result, or
+    the exception a case raised (the "before" side fails in places), per Spec."""
+    workdir = workdir or tempfile.mkdtemp(prefix="ms_weightnorm_mindnlp_")
+    models, jobs, out = {}, [], {}
+    for spec in specs:
+        job = {"model": spec.model, "api": spec.api, "out": os.path.join(workdir, f"{spec.label}.npz")}
+        if spec.source == "pretrained":
+            job.update(source="pretrained", save_dir=os.path.join(workdir, f"{spec.label}-checkpoint"))
+        else:
+            try:
+                m = cases.build(spec.model, spec.api)
+                state = {k: cases.to_numpy(v) for k, v in m.state_dict().items()}
+            except Exception as err:  # noqa: BLE001 - recorded, reported by the caller
+                out[spec] = err
+                continue
+            for k in _extra_weight_keys(state):
+                del state[k]
+            job.update(source="state", state=os.path.join(workdir, f"{spec.label}-state.npz"))
+            np.savez(job["state"], **state)
+            models[spec] = m
+        jobs.append(job)
+    torch_reference(jobs, workdir)
+    for spec, job in zip([s for s in specs if s not in out], jobs):
+        try:
+            if spec.source == "pretrained":
+                models[spec] = cases.build(spec.model, spec.api, pretrained=job["save_dir"])
+                standins.resync_rnn_weights(models[spec])  # mindtorch's LSTM keeps the pre-load weights otherwise
+            out[spec] = compare(spec, models[spec], _load(job["out"]), steps)
+        except Exception as err:  # noqa: BLE001
+            out[spec] = err
+    return out
+
+
+def compare(spec: Spec, m, ref: Dict[str, np.ndarray], steps: bool = True) -> Result:
+    """Compare the mindnlp model ``m`` of ``spec`` with torch's results ``ref``."""
     import torch  # mindtorch here
     import mindtorch
-    own_tmp = workdir is None
-    workdir = workdir or tempfile.mkdtemp(prefix="ms_weightnorm_mindnlp_")
-    job = {"model": model, "api": api, "source": "state" if source == "config" else "pretrained"}
-    if source == "pretrained":
-        job["save_dir"] = os.path.join(workdir, "checkpoint")
-        ref = torch_reference(job, workdir)
-        m = cases.build(model, api, pretrained=job["save_dir"])
-        standins.resync_rnn_weights(m)  # mindtorch's LSTM keeps the pre-load weights otherwise
-    else:
-        m = cases.build(model, api)
-        state = {k: cases.to_numpy(v) for k, v in m.state_dict().items()}
-        for k in _extra_weight_keys(state):
-            del state[k]
-        job["state"] = os.path.join(workdir, "state.npz")
-        np.savez(job["state"], **state)
-        ref = torch_reference(job, workdir)
+    model = spec.model
     notes = []
     state = {k: cases.to_numpy(v) for k, v in m.state_dict().items()}
     torch_keys = sorted(k[len("state/"):] for k in ref if k.startswith("state/"))
@@ -130,10 +162,7 @@ def run_case(model: str, api: str, source: str, steps: bool = True, workdir: Opt
         after = dict(m.named_parameters())
         step_err = max((rel(cases.to_numpy(after[k[len("step/"):]]), v) if k[len("step/"):] in after else float("inf"))
                        for k, v in ref.items() if k.startswith("step/") and (cases.is_g(k) or cases.is_v(k)))
-    result = Result(model, api, source, forward, max(errs["g"], default=float("nan")),
-                    max(errs["v"], default=float("nan")), n_g, zero_g, step_err, loss_err,
-                    sorted(n for n, _ in named), sorted(state), sorted(str(n) for n in ref["param_names"]), torch_keys, notes)
-    if own_tmp:
-        import shutil
-        shutil.rmtree(workdir, ignore_errors=True)
-    return result
+    return Result(model, spec.api, spec.source, forward, max(errs["g"], default=float("nan")),
+                  max(errs["v"], default=float("nan")), n_g, zero_g, step_err, loss_err,
+                  sorted(n for n, _ in named), sorted(state), sorted(str(n) for n in ref["param_names"]),
+                  torch_keys, notes)

@@ -1,7 +1,8 @@
 """The PyTorch reference, run by real torch in a subprocess (never imports mindnlp).
 
 mindnlp redirects ``import torch`` to mindtorch in its own process, so the tests run this
-script with the same venv's python: ``python torch_ref.py JOB.json``. The job names a case of
+script with the same venv's python: ``python torch_ref.py JOBS.json`` (a list of jobs, so that torch
+and transformers are imported once for all of them). A job names a case of
 cases.py, where its weights come from, and where to write the results (an npz):
 
 - ``"source": "state"``: build from config, then load the weights the mindnlp model has (an npz
@@ -28,9 +29,7 @@ import cases  # noqa: E402
 assert "mindnlp" not in sys.modules and "mindtorch" not in sys.modules, "torch_ref.py must run real torch"
 
 
-def main(job_path: str) -> None:
-    with open(job_path, encoding="utf-8") as f:
-        job = json.load(f)
+def run(job: dict) -> None:
     model, api = job["model"], job["api"]
     torch.manual_seed(0)
     if job["source"] == "pretrained":
@@ -65,4 +64,6 @@ def main(job_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    with open(sys.argv[1], encoding="utf-8") as f:
+        for one in json.load(f):
+            run(one)
