@@ -123,8 +123,7 @@ def test_save_and_load(api, tmp_path):
     m = _linear(api)
     path = str(tmp_path / "model.pt")
     mindtorch.save(m.state_dict(), path)
-    mindtorch.manual_seed(1)
-    fresh = _linear(api)  # other random weights
+    fresh = cases.build("linear", api, seed=1)  # other random weights
     assert not np.allclose(_out(fresh), _out(m))
     fresh.load_state_dict(mindtorch.load(path))
     np.testing.assert_allclose(_out(fresh), _out(m), rtol=1e-6)
