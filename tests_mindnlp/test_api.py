@@ -139,3 +139,14 @@ def test_old_layout_keys_load_into_the_new_api():
     new = nn.utils.parametrizations.weight_norm(nn.Linear(4, 3))
     new.load_state_dict(old.state_dict())
     np.testing.assert_allclose(_out(new), _out(old), rtol=1e-6)
+
+
+def test_assigning_the_weight_re_splits_it():
+    """``module.weight = X`` under the new API goes through right_inverse: g = ||X||, v = X."""
+    m = _linear(NEW)
+    target = np.arange(12, dtype=np.float32).reshape(3, 4) / 10 - 0.5
+    m.weight = mindtorch.tensor(target)
+    np.testing.assert_allclose(cases.to_numpy(m.weight), target, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(cases.to_numpy(m.parametrizations.weight.original0),
+                               np.sqrt((target ** 2).sum(axis=1, keepdims=True)), rtol=1e-6)
+    assert np.any(_grads(m)["parametrizations.weight.original0"])
