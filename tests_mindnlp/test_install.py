@@ -7,7 +7,6 @@ import types
 
 import pytest
 
-import mindtorch
 from mindtorch import nn
 
 from ms_weightnorm.integrations import _mindtorch as ours
