@@ -4,4 +4,6 @@
   friends (PyTorch's signatures) where MindSpore lacks them.
 - :mod:`ms_weightnorm.integrations.mindone`: makes mindone's model ports use this library's
   weight norm (``install()`` / ``uninstall()``). Imports mindone only when called.
+- :mod:`ms_weightnorm.integrations.mindnlp`: fixes the weight norm of mindnlp's mindtorch
+  (``install()`` / ``uninstall()``). Imports mindnlp only when called.
 """

@@ -1,5 +1,8 @@
-"""The mindone integration's doctests need mindone, which the main test venv does not have (and
-must not import). They run in the mindone venv: tools/mindone/run_tests.sh collects them there."""
+"""The mindone and mindnlp integrations' doctests need those packages, which the main test venv
+does not have (and must not import). They run in their own venvs: tools/mindone/run_tests.sh and
+tools/mindnlp/run_tests.sh collect them there."""
 import importlib.util
 
 collect_ignore = [] if importlib.util.find_spec("mindone") else ["mindone.py"]
+if not importlib.util.find_spec("mindnlp"):
+    collect_ignore += ["mindnlp.py", "_mindtorch.py"]
