@@ -49,7 +49,20 @@ def _prepare(work: Path) -> None:
     shutil.copy2(HERE / "mutmut_config.py", work / "mutmut_config.py")
 
 
+def _forget_baseline(work: Path) -> None:
+    # mutmut 2 caches one baseline test time for the tests/ tree and derives every mutant's
+    # timeout from it; each module runs other tests, so each measures its own baseline (else a
+    # slower module's mutants time out and count as killed).
+    db = work / ".mutmut-cache"
+    if db.exists():
+        con = sqlite3.connect(db)
+        con.execute("DELETE FROM MiscData WHERE key = 'baseline_time_elapsed'")
+        con.commit()
+        con.close()
+
+
 def _run_module(work: Path, module: str, seconds: float, env: dict) -> str:
+    _forget_baseline(work)
     runner = f"{sys.executable} tools/mutation/runner.py {module}"
     env = dict(env, MUTATE_TARGET=module)  # a target (``assignment``) mutates part of its file only
     module = target_file(module)

@@ -41,6 +41,14 @@ _READER_TESTS = ["tests/test_bf16_bits.py", "tests/test_unpickler.py", "tests/te
 for _module in ("limits", "errors", "zipfile_reader", "unpickler", "tensors", "torch_zip", "safetensors_io",
                 "atomic", "bf16", "files", "__init__"):
     MODULE_TESTS[f"_checkpoint/{_module}.py"] = [PKG + f"_checkpoint/{_module}.py", *_READER_TESTS]
+# Modules whose own tests are enough, first, then the loader's that also reach them.
+MODULE_TESTS["_checkpoint/atomic.py"] = [PKG + "_checkpoint/atomic.py", "tests/test_atomic.py",
+                                         "tests/test_safetensors_writer.py", "tests/test_torch_io.py"]
+MODULE_TESTS["_checkpoint/zipfile_reader.py"] = [PKG + "_checkpoint/zipfile_reader.py", "tests/test_zip_rules.py",
+                                                 "tests/test_zip_reader.py", "tests/test_hostile_files.py"]
+MODULE_TESTS["_checkpoint/safetensors_io.py"] = [PKG + "_checkpoint/safetensors_io.py",
+                                                 "tests/test_safetensors_writer.py", "tests/test_hostile_files.py",
+                                                 "tests/test_torch_io.py"]
 # The loader's value rules (complex, overflow to inf, the clipped refusal) live in torch_io.py.
 MODULE_TESTS["torch_io.py"] = [PKG + "torch_io.py", "tests/test_value_rules.py", "tests/test_torch_io.py",
                                "tests/test_hostile_files.py"]
