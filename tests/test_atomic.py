@@ -7,6 +7,7 @@ named fallback, forced here by taking ``os.O_TMPFILE`` away rather than left to 
 - the directory is fsynced after the rename (``os.fsync`` records its calls).
 No MindSpore needed: the reader package is loaded alone.
 """
+import errno
 import os
 import stat
 
@@ -102,3 +103,19 @@ def test_the_directory_is_fsynced_after_the_rename(tmp_path, monkeypatch, path_k
     # The file's data first (while the target is still old), then the directory once the target is new.
     assert seen[0] == (False, False, b"old"), seen
     assert (True, True, b"new") in seen[1:], seen
+
+
+def test_a_write_error_names_the_target_keeps_the_errno_text_and_leaves_nothing(tmp_path, monkeypatch, path_kind):
+    # ENOSPC from the data's fsync names no file: the error is re-raised naming the target, with
+    # the OS's text for the errno, and the directory holds what it held before.
+    target = tmp_path / "t.bin"
+    target.write_bytes(b"old")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "")
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError) as info:
+        atomic.atomic_write(str(target), [b"new"])
+    err = info.value
+    assert (err.errno, err.strerror, err.filename) == (errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["t.bin"]
