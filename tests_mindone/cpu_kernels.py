@@ -14,7 +14,14 @@ code (and mindone's own weight norm, for the "before" numbers) cannot run withou
 - ``mint.nn.ELU`` / ``mint.nn.functional.elu`` (EluExt) -> ``ops.Elu`` (alpha 1.0);
 - ``mint.empty`` (asks for the Ascend device) -> ``ops.zeros`` (its values are unspecified anyway);
 - ``Tensor.uniform_`` (InplaceUniform) -> fill from ``numpy`` with the same bounds;
-- ``mint.nn.functional.leaky_relu`` (LeakyReLUExt) -> ``where(x >= 0, x, slope * x)``.
+- ``mint.nn.functional.leaky_relu`` (LeakyReLUExt) -> ``where(x >= 0, x, slope * x)``;
+- ``mint.nn.Conv1d`` (which calls the Conv1DExt kernel directly, not ``mint.nn.functional``) ->
+  its construct through the ``conv1d`` and ``pad`` stand-ins above;
+- ``mint.nn.LayerNorm`` (LayerNormExt) -> mean and biased variance over the normalized axes;
+- mindone's ``ConvTranspose1d`` (``mindspore_adapter._conv``, on ``conv_transpose2d``: kernel
+  ConvTranspose2D) -> ``ops.Conv2DBackpropInput`` (the gradient of a convolution with respect to
+  its input, which is the transposed convolution; MindSpore's own ``nn.Conv1dTranspose`` uses it);
+- ``mint.stack`` (StackExt) -> ``ops.stack``.
 
 Nothing here touches ms_weightnorm: the weight norm under test is the real one.
 """
@@ -65,7 +72,7 @@ def _conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1)
     if isinstance(pad, str):
         pad_mode, pad = pad, 0
     else:
-        pad_mode, pad = "pad", (0, 0, pad, pad)
+        pad_mode, pad = "pad", (0, pad)  # (height, width): ops.conv2d takes one pad per axis, both sides
     out = ops.conv2d(input.expand_dims(2), weight.expand_dims(2), None, (1, one(stride)), pad_mode,
                      pad, (1, one(dilation)), groups).squeeze(2)
     if bias is not None:
@@ -120,6 +127,38 @@ def _leaky_relu(input, negative_slope=0.01, inplace=False):
     return ops.where(input >= 0, input, input * negative_slope)
 
 
+def _mint_conv1d_construct(self, input):
+    if self.padding_mode != "zeros":
+        padded = _pad(input, self._reversed_padding, mode=self.padding_mode)
+        return _conv1d(padded, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+    return _conv1d(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+def _layer_norm_construct(self, input):
+    axes = tuple(range(input.ndim - len(self.normalized_shape), input.ndim))
+    mean = input.mean(axis=axes, keep_dims=True)
+    var = ops.square(input - mean).mean(axis=axes, keep_dims=True)
+    out = (input - mean) / ops.sqrt(var + self.eps)
+    if self.weight is not None:
+        out = out * self.weight
+    if self.bias is not None:
+        out = out + self.bias
+    return out
+
+
+def _adapter_conv_transpose1d_construct(self, x):
+    n, _, length = x.shape
+    k, s, d = self.kernel_size[-1], self.stride[-1], self.dilation[-1]
+    p, extra = self.padding[-1], self.output_padding[-1]
+    out_len = (length - 1) * s - 2 * p + d * (k - 1) + extra + 1
+    deconv = ops.Conv2DBackpropInput(self.in_channels, (1, k), pad_mode="pad", pad=(0, 0, p, p), stride=(1, s),
+                                     dilation=(1, d), group=self.groups)
+    out = deconv(x.expand_dims(2), self.weight.expand_dims(2), (n, self.out_channels, 1, out_len)).squeeze(2)
+    if self.bias is not None:
+        out = out + self.bias.reshape((1, -1, 1))
+    return out
+
+
 def install() -> None:
     if _SAVED:
         return
@@ -137,7 +176,12 @@ def install() -> None:
         (mint, "empty", _empty),
         (ms.Tensor, "uniform_", _uniform_),
         (mint.nn.functional, "leaky_relu", _leaky_relu),
+        (mint.nn.Conv1d, "construct", _mint_conv1d_construct),
+        (mint.nn.LayerNorm, "construct", _layer_norm_construct),
+        (mint, "stack", lambda tensors, dim=0: ops.stack(tensors, dim)),
     ]
+    from mindone.transformers.mindspore_adapter import _conv as mindone_conv
+    targets.append((mindone_conv.ConvTranspose1d, "construct", _adapter_conv_transpose1d_construct))
     for owner, name, value in targets:
         _SAVED.append((owner, name, owner.__dict__.get(name, getattr(owner, name, None))))
         setattr(owner, name, value)

@@ -346,6 +346,18 @@ class ComputedTensor(Tensor):
         """Same as :meth:`set_data`."""
         return self._reassign(value)
 
+    # PyTorch-style init code writes ``weight.data.set_data(X)`` (mindone's SEW, SEW-D) and
+    # ``weight.data = X``. Tensor's own ``data`` gives a plain copy, on which set_data does not
+    # exist and assignment would be lost: ``data`` is this tensor, so both re-split.
+    @property
+    def data(self) -> "ComputedTensor":
+        """The computed value itself; its :meth:`set_data` re-splits, as ``weight.set_data`` does."""
+        return self
+
+    @data.setter
+    def data(self, value) -> None:
+        self._reassign(value)
+
 
 class _ComputedProperty(property):
     """A computed attribute; setting it re-splits the value (:func:`assign_parametrized`).

@@ -36,11 +36,57 @@ MODULE_TESTS = {
 # The checkpoint reader, one module per format: fastest tests first (the package alone, no
 # MindSpore), then the loader's. limits.py is mutated too: every bound must be pinned.
 _READER_TESTS = ["tests/test_bf16_bits.py", "tests/test_unpickler.py", "tests/test_zip_reader.py",
+                 "tests/test_zip_rules.py", "tests/test_atomic.py", "tests/test_safetensors_writer.py",
                  "tests/test_hostile_files.py", "tests/test_fuzz.py", "tests/test_torch_io.py"]
 for _module in ("limits", "errors", "zipfile_reader", "unpickler", "tensors", "torch_zip", "safetensors_io",
                 "atomic", "bf16", "files", "__init__"):
     MODULE_TESTS[f"_checkpoint/{_module}.py"] = [PKG + f"_checkpoint/{_module}.py", *_READER_TESTS]
+# Modules whose own tests are enough, first, then the loader's that also reach them.
+MODULE_TESTS["_checkpoint/atomic.py"] = [PKG + "_checkpoint/atomic.py", "tests/test_atomic.py",
+                                         "tests/test_safetensors_writer.py", "tests/test_torch_io.py"]
+MODULE_TESTS["_checkpoint/zipfile_reader.py"] = [PKG + "_checkpoint/zipfile_reader.py", "tests/test_zip_rules.py",
+                                                 "tests/test_zip_reader.py", "tests/test_hostile_files.py"]
+MODULE_TESTS["_checkpoint/safetensors_io.py"] = [PKG + "_checkpoint/safetensors_io.py",
+                                                 "tests/test_safetensors_writer.py", "tests/test_hostile_files.py",
+                                                 "tests/test_torch_io.py"]
+# The loader's value rules (complex, overflow to inf, the clipped refusal) live in torch_io.py.
+MODULE_TESTS["torch_io.py"] = [PKG + "torch_io.py", "tests/test_value_rules.py", "tests/test_torch_io.py",
+                               "tests/test_hostile_files.py"]
+# The integrations. mindone's runs its suite's install tests in the mindone venv
+# (MUTATE_MINDONE_PYTHON, e.g. .venv-mindone/bin/python; see MINDONE below).
+MODULE_TESTS["integrations/mindspore_api.py"] = [PKG + "integrations/mindspore_api.py",
+                                                 "tests/test_mindspore_api.py"]
+# The install rules first, then one model loaded in both torch layouts through from_pretrained
+# (the key-mapping code that the install tests do not reach).
+MODULE_TESTS["integrations/mindone.py"] = ["tests_mindone/test_install_rules.py", "tests_mindone/test_install.py",
+                                           "tests_mindone/test_parity.py::test_wav2vec2_positional_conv"]
+MINDONE = {"integrations/mindone.py"}
+# The assignment path alone: the functions of parametrize.py behind ``cell.weight = X``,
+# ``weight.set_data(X)`` and ``weight.data.set_data(X)``, against the tests of that path. A target
+# is (file, names of its top-level functions and classes whose lines are mutated).
+TARGETS = {"assignment": ("parametrize.py", ("_concrete", "assign_parametrized", "_assigner", "ComputedTensor",
+                                             "_ComputedProperty"))}
+MODULE_TESTS["assignment"] = ["tests/test_assign_resplit.py", "tests/test_computed_data.py",
+                              "tests/test_parametrize.py", "-k", "assign or set_data or data or resplit or split"]
 
+
+def target_file(module: str) -> str:
+    """The file a module key or target mutates, under the package."""
+    return TARGETS[module][0] if module in TARGETS else module
+
+
+_SPANS: dict = {}
+
+
+def _in_target(filename: str, line_number: int, target: str) -> bool:
+    """Whether 0-based ``line_number`` of ``filename`` is inside one of the target's definitions."""
+    if target not in _SPANS:
+        import ast
+        with open(filename) as f:
+            tree = ast.parse(f.read())
+        _SPANS[target] = [(node.lineno - 1 - len(getattr(node, "decorator_list", ())), node.end_lineno - 1)
+                          for node in tree.body if getattr(node, "name", None) in TARGETS[target][1]]
+    return any(start <= line_number <= end for start, end in _SPANS[target])
 # Fraction of mutants to run (MUTATE_SAMPLE, default all): a deterministic sample spread over
 # every line, so a short budget still measures the whole module rather than its first lines.
 SAMPLE = float(os.environ.get("MUTATE_SAMPLE", "1"))
@@ -67,6 +113,12 @@ def _message_only(line: str) -> bool:
 def pre_mutation(context):
     # The module's path under the package (``_checkpoint/unpickler.py``, ``functional.py``).
     name = context.filename.split(PKG, 1)[-1] if PKG in context.filename else context.filename.rsplit("/", 1)[-1]
+    target = os.environ.get("MUTATE_TARGET")
+    if target in TARGETS:
+        if name != TARGETS[target][0] or not _in_target(context.filename, context.mutation_id.line_number, target):
+            context.skip = True
+            return
+        name = target
     if name not in MODULE_TESTS:
         context.skip = True
         return

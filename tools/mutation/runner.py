@@ -12,12 +12,18 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from mutmut_config import MODULE_TESTS  # noqa: E402
+from mutmut_config import MINDONE, MODULE_TESTS  # noqa: E402
 
 
 def main(argv):
-    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "--no-header",
-           "-W", "ignore", *MODULE_TESTS[argv[0]]]
+    python, options = sys.executable, []
+    if argv[0] in MINDONE:
+        # The mindone suite runs in its own venv, configured as tools/mindone/run_tests.sh does.
+        python = os.environ.get("MUTATE_MINDONE_PYTHON") or sys.exit(
+            f"{argv[0]}: set MUTATE_MINDONE_PYTHON to the mindone venv's python (tools/mindone/run_tests.sh makes it)")
+        options = ["-o", "addopts=", "-c", os.devnull, "--rootdir", os.getcwd()]
+    cmd = [python, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "--no-header",
+           "-W", "ignore", *options, *MODULE_TESTS[argv[0]]]
     return 0 if subprocess.call(cmd) == 0 else 1
 
 
