@@ -141,9 +141,10 @@ def test_mindspore_api_names_are_added_only_where_missing():
 
 def test_speecht5_positional_conv_call_sequence():
     """SpeechT5's positional conv tests hasattr(nn.utils.parametrizations, "weight_norm") and calls
-    weight_norm(conv, name="weight", axis=2): neither exists in MindSpore. (Its constructor and
-    SeamlessM4T's fail earlier in mindone's own code: nn.Conv1d(..., groups=) is not MindSpore's
-    signature; this runs their weight-norm lines on a conv built with group=.)"""
+    weight_norm(conv, name="weight", axis=2): neither exists in MindSpore. (Its constructor fails
+    earlier in mindone's own code: nn.Conv1d(..., groups=) is not MindSpore's signature;
+    SeamlessM4T's passes group= and builds. This runs SpeechT5's weight-norm lines on a conv
+    built with group=.)"""
     conv = nn.Conv1d(16, 16, 8, pad_mode="pad", padding=4, group=2, has_bias=True)
     weight_norm = nn.utils.weight_norm
     if hasattr(nn.utils.parametrizations, "weight_norm"):
