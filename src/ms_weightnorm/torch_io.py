@@ -51,7 +51,8 @@ from ._checkpoint import (
     read_torch_zip,
     write_safetensors,
 )
-from ._checkpoint.errors import clip, clip_message, names as _names, short as _short
+from ._checkpoint.errors import clip, clip_message, fmt_path as _fmt_path, names as _names, short as _short
+from ._checkpoint.limits import Limits, limits
 from ._checkpoint.files import open_regular as _open_regular
 from .parametrize import invalidate_compiled_graphs, original_class
 from .spectral_norm import (WARMUP_ITERATIONS, SpectralNormParametrization, default_dim, matrix_shape,
@@ -66,6 +67,8 @@ __all__ = [
     "save_torch_state_dict",
     "to_torch_state_dict",
     "read_torch_checkpoint",
+    "Limits",
+    "limits",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -265,13 +268,13 @@ def _to_numpy(key: str, x: Any) -> np.ndarray:
         return np.asarray(x)
     if isinstance(x, Mapping):
         raise TypeError(
-            f"source['{key}'] is a {type(x).__name__}, not a tensor: the checkpoint nests its state "
+            f"source[{_short(key, 120)}] is a {type(x).__name__}, not a tensor: the checkpoint nests its state "
             f"dict (a training checkpoint?). Pass the inner mapping, e.g. "
-            f"load_torch_state_dict(net, read_torch_checkpoint(path)['{key}'])")
+            f"load_torch_state_dict(net, read_torch_checkpoint(path)[{_short(key, 120)}])")
     raise TypeError(f"source[{_short(key)}] is a {type(x).__name__}, not an array or tensor")
 
 
-def read_torch_checkpoint(path: PathLike) -> Any:
+def read_torch_checkpoint(path: PathLike, limits: Optional[Limits] = None) -> Any:
     """Read a PyTorch checkpoint without PyTorch; tensors come back as numpy arrays.
 
     ``.safetensors`` files give a dict of arrays. ``torch.save`` files (``.pt``, ``.pth``,
@@ -280,8 +283,10 @@ def read_torch_checkpoint(path: PathLike) -> Any:
     ``OrderedDict``, plain containers and scalars. A file that references anything else
     raises :class:`UnsafeCheckpointError` and nothing from it runs; a malformed, truncated or
     oversized file raises :class:`CheckpointError` (a ``ValueError``) naming it. bfloat16
-    tensors are returned as float32 (exactly). Arrays are read-only and may be views of the
-    memory-mapped file (tensors sharing a storage share memory): copy one to modify it.
+    tensors are returned as float32 (exactly). Arrays are read-only (tensors sharing a storage
+    share memory): copy one to modify it. ``limits`` (a :class:`Limits`) raises the reader's
+    bounds for this call, for a trusted file that needs more; ``with limits(...)`` does the same
+    for a block (``load_torch_state_dict`` included).
 
     >>> import os, tempfile, numpy as np
     >>> from ms_weightnorm._checkpoint import write_safetensors
@@ -290,13 +295,21 @@ def read_torch_checkpoint(path: PathLike) -> Any:
     >>> read_torch_checkpoint(path)["fc.weight"].tolist()
     [[1.0, 0.0], [0.0, 1.0]]
     """
+    if limits is not None:
+        with _limits_context(limits):
+            return _read(path, lazy=False)
     return _read(path, lazy=False)
+
+
+_limits_context = limits
 
 
 def _read(path: PathLike, lazy: bool) -> Any:
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"no checkpoint file at {path!r}")
+        err = FileNotFoundError(2, f"no checkpoint file at {_fmt_path(path)}")
+        err.filename = _fmt_path(path)
+        raise err
     head = guarded(_head, path)
     # By content, not by name: .bin and .ckpt are used for both formats in the wild.
     if path.endswith(".safetensors") or head[8:9] == b"{":
@@ -304,8 +317,9 @@ def _read(path: PathLike, lazy: bool) -> Any:
     if head[:2] == b"PK" or head[:1] == b"\x80":
         return read_torch_zip(path, lazy=lazy)
     raise CheckpointError(
-        f"{path!r} is neither a safetensors file nor a torch.save file: expected a .safetensors, "
-        f".pt, .pth or .bin checkpoint written by PyTorch")
+        f"{_fmt_path(path)} is neither a safetensors file nor a torch.save file: expected a .safetensors, "
+        f".pt, .pth or .bin checkpoint written by PyTorch", path=path, rule="reader.format",
+        reason="neither a safetensors file nor a torch.save file")
 
 
 def _head(path: str) -> bytes:
@@ -359,7 +373,7 @@ def _source_arrays(source: Any, limit: int) -> _Source:
     if isinstance(source, (str, os.PathLike)):
         loaded = _read(source, lazy=True)
         if not isinstance(loaded, Mapping):
-            raise TypeError(f"{os.fspath(source)!r} holds a {type(loaded).__name__}, not a state dict")
+            raise TypeError(f"{_fmt_path(source)} holds a {type(loaded).__name__}, not a state dict")
         source, path = loaded, os.fspath(source)
     else:
         path = None
@@ -751,7 +765,8 @@ def save_torch_state_dict(net: nn.Cell, path: PathLike, style: str = "new") -> L
     """
     path = os.fspath(path)
     if not path.endswith(".safetensors"):
-        raise ValueError(f"{path!r}: save_torch_state_dict writes safetensors; give the file a .safetensors name")
+        raise ValueError(f"{_fmt_path(path)}: save_torch_state_dict writes safetensors; give the file a "
+                         f".safetensors name")
     entries = _torch_entries(net, style)
     write_safetensors(path, {k: a for k, (a, _) in entries.items()},
                       bfloat16={k for k, (_, bf16) in entries.items() if bf16},

@@ -14,7 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import secrets
-from typing import Iterable
+from typing import Callable, Iterable, Optional
 
 _SUFFIX_LEN = len(".") + 16 + len(".tmp")
 
@@ -46,7 +46,7 @@ def _with_path(err: OSError, path: str) -> OSError:
     return out
 
 
-def atomic_write(path: str, chunks: Iterable[bytes]) -> None:
+def atomic_write(path: str, chunks: Iterable[bytes], verify: Optional[Callable[[str], None]] = None) -> None:
     """Write ``chunks`` to ``path`` so that ``path`` is always either its old file or the whole new one.
 
     The file gets the permissions any new file gets (the kernel applies the umask). It is
@@ -55,6 +55,10 @@ def atomic_write(path: str, chunks: Iterable[bytes]) -> None:
     without following symlinks, so a link planted there cannot redirect the write.
     Concurrent writers each complete: the last rename wins, with one writer's whole file. On
     any error nothing is left behind, ``path`` is untouched, and the ``OSError`` names the path.
+
+    ``verify(readable_path)``, if given, is called once the data is complete and synced, before
+    anything replaces ``path``, with a path that opens the temporary file; whatever it raises
+    aborts the write (the old file is kept, the temporary one removed).
 
     >>> import tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "f.bin")
@@ -65,7 +69,7 @@ def atomic_write(path: str, chunks: Iterable[bytes]) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     base = os.path.basename(path)
     try:
-        _write(path, directory, base, chunks)
+        _write(path, directory, base, chunks, verify)
     except OSError as err:
         raise _with_path(err, path) from err.__cause__
     try:
@@ -86,7 +90,7 @@ def _open_anonymous(directory: str) -> int:
     if not flag or not os.path.isdir("/proc/self/fd"):
         return -1
     try:
-        return os.open(directory, flag | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0), 0o666)
+        return os.open(directory, flag | os.O_RDWR | getattr(os, "O_CLOEXEC", 0), 0o666)
     except OSError as err:
         if err.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
             return -1  # the file system has no O_TMPFILE: fall back to a named file
@@ -116,7 +120,8 @@ def _open_named(directory: str, base: str):
             continue
 
 
-def _write(path: str, directory: str, base: str, chunks: Iterable[bytes]) -> None:
+def _write(path: str, directory: str, base: str, chunks: Iterable[bytes],
+           verify: Optional[Callable[[str], None]] = None) -> None:
     fd = _open_anonymous(directory)
     tmp = None
     if fd < 0:
@@ -127,6 +132,8 @@ def _write(path: str, directory: str, base: str, chunks: Iterable[bytes]) -> Non
                 f.write(chunk)
             f.flush()
             os.fsync(fd)
+        if verify is not None:
+            verify(tmp if tmp is not None else f"/proc/self/fd/{fd}")
         if tmp is None:
             # Give the complete file a name, then move it over the target.
             while True:
