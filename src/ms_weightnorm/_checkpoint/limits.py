@@ -59,9 +59,6 @@ class Limits:
     max_deflated_record: int = 64 << 20  # a deflated record (only data.pkl and small records may be)
     # -- safetensors --
     safetensors_max_header: int = 100_000_000  # the reference implementation's limit
-    # Tensors of one safetensors file, checked from the header's length before it is parsed
-    # (a tensor's header entry is at least 40 bytes; 2**20 tensors is far above any model).
-    safetensors_max_tensors: int = 1 << 20
     # -- messages --
     max_message: int = 4000              # characters of any error message the reader or the loader raises
 

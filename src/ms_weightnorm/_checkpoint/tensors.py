@@ -7,7 +7,7 @@ import numpy as np
 
 from . import limits
 from .bf16 import bfloat16_bits_to_float32
-from .errors import error, fmt
+from .errors import clip, error, fmt
 
 # numpy dtype (little-endian) of each torch dtype name; "bfloat16" is decoded by hand.
 TORCH_DTYPES: Dict[str, str] = {
@@ -154,7 +154,7 @@ def checked_dims(value: Any, what: str, source: str) -> Tuple[int, ...]:
     return tuple(checked_int(n, what, source) for n in value)
 
 
-def checked_numel(shape: Tuple[int, ...], source: str, what: str = "tensor") -> int:
+def checked_numel(shape: Tuple[int, ...], source: str, what: str = "tensor", key: Optional[str] = None) -> int:
     """The element count of ``shape``; refused when numpy could not describe it.
 
     numpy refuses ("array is too big") a shape whose non-zero dimensions multiply past its
@@ -166,6 +166,7 @@ def checked_numel(shape: Tuple[int, ...], source: str, what: str = "tensor") -> 
         numel *= n
         span *= n or 1
     if span > most:
+        what = what if key is None else f"tensor '{clip(key)}'"  # formatted only when it is needed
         raise error(source, f"{what} of shape {fmt(shape)} spans {fmt(span)} elements (at most "
                             f"2**{most.bit_length() - 1} allowed); the file is corrupt or hostile", "tensor.elements")
     return numel
@@ -224,7 +225,7 @@ def flat_tensor(read: Callable[[], Any], code: str, shape: Tuple[int, ...], nbyt
     def get() -> np.ndarray:
         buffer = read()
         if len(buffer) != nbytes:
-            raise error(source, f"tensor '{key}' got {len(buffer)} bytes of data, expected {nbytes}",
+            raise error(source, f"tensor '{clip(key)}' got {len(buffer)} bytes of data, expected {nbytes}",
                         "tensor.storage_size")
         array = np.frombuffer(buffer, element_dtype(code)).reshape(shape)
         return readonly(bfloat16_bits_to_float32(array)) if code == "bfloat16" else readonly(array)
