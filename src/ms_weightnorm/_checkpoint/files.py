@@ -86,15 +86,17 @@ class FileBytes(Bytes):
                                      f"bytes); the file is corrupt or truncated", "file.short_read")
         if not self._closer.alive:
             raise error(self.source, "the file was closed before this tensor was read", "file.closed")
-        buffer = bytearray(n)
-        view = memoryview(buffer)
-        got = 0
+        # One pread into a fresh bytes object (no zero-fill first); a short read means the file
+        # shrank: the rest is asked for again, and an empty answer is the file's new end.
+        parts = [os.pread(self._fd, n, offset)]
+        got = len(parts[0])
         while got < n:
-            count = os.preadv(self._fd, [view[got:]], offset + got)
-            if count <= 0:
+            more = os.pread(self._fd, n - got, offset + got)
+            if not more:
                 raise self._changed(f"it ended at byte {offset + got}, expected {self._size}")
-            got += count
-        return view.toreadonly()
+            parts.append(more)
+            got += len(more)
+        return memoryview(parts[0] if len(parts) == 1 else b"".join(parts))
 
     def check_unchanged(self) -> None:
         """A :class:`CheckpointError` if the file's size or modification time changed since it was opened."""
