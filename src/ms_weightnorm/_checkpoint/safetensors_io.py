@@ -28,10 +28,10 @@ _NP_TO_ST = {np.dtype(v).str: k for k, v in _ST_DTYPES.items() if v != "bfloat16
 # order descending, then by name, so that every tensor starts at a multiple of its alignment.
 _DTYPE_RANK = {tag: i for i, tag in enumerate(
     ["BOOL", "U8", "I8", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "C64", "F64", "I64", "U64"])}
-# The smallest header entry a tensor can have: '"":{"dtype":"U8","shape":[],"data_offsets":[0,0]},'
-# (51 bytes). So the header's bound (100 MB, checked before anything is parsed) bounds the tensor
-# count: at most 1,960,784 tensors.
-MIN_ENTRY = len('"":{"dtype":"U8","shape":[],"data_offsets":[0,0]},')
+# The smallest header entry a tensor can have: '"":{"dtype":"U8","shape":[],"data_offsets":[0,0]}'
+# (49 bytes). So the header's bound (100,000,000 bytes, checked before anything is parsed) bounds
+# the tensor count: at most 2,040,816 tensors.
+MIN_ENTRY = len('"":{"dtype":"U8","shape":[],"data_offsets":[0,0]}')
 
 
 def read_safetensors(path: str, lazy: bool = False) -> Dict[str, Any]:
