@@ -92,16 +92,16 @@ def member_name(raw: bytes, flags: int, source: str) -> str:
     readers: such a name is refused rather than guessed.
     """
     if b"\x00" in raw:
-        raise _bad(source, f"a record name holds a NUL byte ({clip(raw.decode('latin1'), 80)})", "zip.name_nul")
+        raise _bad(source, f"a record name holds a NUL byte ({clip(raw.decode('ascii', 'backslashreplace'), 80)})", "zip.name_nul")
     if flags & 0x800:
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
             raise _bad(source, f"a record name is not valid UTF-8 although its UTF-8 flag is set "
-                               f"({clip(raw.decode('latin1'), 80)})", "zip.name_utf8") from None
+                               f"({clip(raw.decode('ascii', 'backslashreplace'), 80)})", "zip.name_utf8") from None
     if not raw.isascii():
         raise _bad(source, f"a record name holds non-ASCII bytes without the UTF-8 flag, which zip readers "
-                           f"decode differently ({clip(raw.decode('latin1'), 80)})", "zip.name_encoding")
+                           f"decode differently ({clip(raw.decode('ascii', 'backslashreplace'), 80)})", "zip.name_encoding")
     return raw.decode("ascii")
 
 
