@@ -3,7 +3,7 @@
 PyTorch is never imported here. ``.pt``/``.pth``/``.bin`` files are read with a restricted,
 bounded unpickler (see :mod:`ms_weightnorm._checkpoint`): only what a state dict needs is
 admitted, anything else is refused before it runs. ``.safetensors`` files are validated by the
-``safetensors`` package and memory-mapped. Loading reads tensors as descriptions first and
+``safetensors`` package; data is read with ``pread``, never mapped. Loading reads tensors as descriptions first and
 copies only those that go into the network; saving is atomic.
 
 Names are matched cell by cell: the checkpoint key of a Parameter is the cell's path plus the
