@@ -150,9 +150,12 @@ def _specs(header: bytes, data_size: int, path: str) -> List[Tuple[str, str, Tup
         if code is None:
             raise error(path, f"tensor '{clip(key)}' has dtype {fmt(tag)}, which is not supported here",
                         "safetensors.dtype")
-        if len(shape) > lim.max_dims or any(type(n) is not int or n < 0 for n in shape):
-            raise error(path, f"tensor '{clip(key)}' has shape {fmt(shape)} (at most {lim.max_dims} dimensions of "
-                              f"non-negative ints)", "safetensors.shape")
+        if len(shape) > lim.max_dims:
+            raise error(path, f"tensor '{clip(key)}' has {len(shape)} dimensions (at most {lim.max_dims} allowed)",
+                        "safetensors.dims")
+        if any(type(n) is not int or n < 0 for n in shape):
+            raise error(path, f"tensor '{clip(key)}' has shape {fmt(shape)}, not of non-negative ints",
+                        "safetensors.shape")
         nbytes = checked_numel(shape, path, key=key) * _ITEMSIZE[code]
         if type(begin) is not int or type(end) is not int or end - begin != nbytes:
             raise error(path, f"tensor '{clip(key)}' has data offsets that do not fit its shape",
