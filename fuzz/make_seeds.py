@@ -33,13 +33,18 @@ def torch_forms():
         u16=torch.tensor([1, 2], dtype=torch.uint16), c64=torch.tensor([1 + 2j], dtype=torch.complex64),
         scalar=torch.tensor(3.0), empty=torch.zeros(0, 3))
     yield "parameter", {"p": p, "nested": {"generator": collections.OrderedDict(w=w[:2])}, "step": 7}
-    yield "plain_values", {"names": {"a", "b"}, "frozen": frozenset({1}), "raw": b"\x00\x01", "ba": bytearray(b"z"),
-                           "c": 1 + 2j, "list": [1, 2.5, None, True], "tuple": (1, "x"), "big": 2 ** 70,
+    yield "plain_values", {"raw": b"\x00\x01", "c": 1 + 2j, 5: "int key", "list": [1, 2.5, None, True], "tuple": (1, "x"), "big": 2 ** 70,
                            "size": torch.Size([2, 3]), "device": torch.device("cpu"), "dtype": torch.float16}
     sd = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2)).state_dict()
     yield "module", sd  # an OrderedDict with _metadata (BUILD)
     wn = torch.nn.utils.parametrizations.weight_norm(torch.nn.Conv1d(2, 2, 3))
     yield "weight_norm", wn.state_dict()
+    # A training checkpoint: a nested generator state dict and an optimizer's (int keys, tuples).
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.ones(1, 2)).sum().backward()
+    opt.step()
+    yield "training", {"generator": model.state_dict(), "optim": opt.state_dict(), "epoch": 3}
 
 
 def main(out: str) -> None:
@@ -59,7 +64,7 @@ def main(out: str) -> None:
                     f.write(zf.read(pkl))
             count += 2
     plain = {"t": True, "f": False, "i": -7, "big": 2 ** 70 + 3, "neg": -(2 ** 65), "x": 1.5, "s": "é",
-             "l": [1, [2]], "d": {"k": (1, 2, 3)}, "set": {1, 2}, "fs": frozenset({"a"}), "b": b"\x00\xff"}
+             "l": [1, [2]], "d": {"k": (1, 2, 3), 7: None}, "b": b"\x00\xff", "c": 1 - 2j}
     for proto in range(6):
         with open(os.path.join(out, "pickle", f"plain_p{proto}.pkl"), "wb") as f:
             f.write(pickle.dumps(plain, protocol=proto))

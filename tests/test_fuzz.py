@@ -29,7 +29,8 @@ def seeds(tmp_path_factory):
 
 def test_every_seed_form_is_there_and_small(seeds):
     names = {t: sorted(os.listdir(os.path.join(seeds, t))) for t in TARGETS}
-    for form in ("plain", "views", "shared", "dtypes", "parameter", "plain_values", "module", "weight_norm"):
+    for form in ("plain", "views", "shared", "dtypes", "parameter", "plain_values", "module", "weight_norm",
+                 "training"):
         for proto in (2, 4, 5):
             assert f"{form}_p{proto}.pt" in names["zip"] and f"{form}_p{proto}.pkl" in names["pickle"]
     assert {f"plain_p{p}.pkl" for p in range(6)} <= set(names["pickle"])
@@ -65,7 +66,7 @@ def test_every_torch_seed_loads_as_torch_loads_it(seeds):
     for name in sorted(os.listdir(os.path.join(seeds, "zip"))):
         path = os.path.join(seeds, "zip", name)
         # Trusted seeds: weights_only=False, because torch's weights-only unpickler has no FRAME
-        # (protocol 4) and no sets; the values are the reference.
+        # (protocol 4); the values are the reference.
         _same(read_torch_zip(path), torch.load(path, weights_only=False))
     from safetensors.torch import load_file
     for name in sorted(os.listdir(os.path.join(seeds, "safetensors"))):

@@ -372,3 +372,42 @@ def test_zip64_and_plain_end_records_must_agree(tmp_path):
         else:
             np.testing.assert_array_equal(tp.read_torch_zip(write(tmp_path, bytes(data[:eocd]) + tail))["w"],
                                           FLOATS.reshape(4, 4))
+
+
+# --- record names: one reading for every zip reader ------------------------------------------------
+
+def _with_extra_member(name: bytes, flags: int):
+    ms = torch_members()
+    extra = Member("x", b"1", flags=flags)
+    extra.name = name
+    return build(ms + [extra])
+
+
+@pytest.mark.parametrize("name,flags,rule", [
+    (b"archive/ex\x00tra", 0x800, "zip.name_nul"),      # C readers stop at the NUL
+    (b"archive/\x00", 0, "zip.name_nul"),
+    (b"archive/\xff\xfe", 0x800, "zip.name_utf8"),      # the UTF-8 flag, and no UTF-8
+    (b"archive/\xed\xa0\x80", 0x800, "zip.name_utf8"),  # an encoded surrogate is not UTF-8 either
+    (b"archive/caf\xc3\xa9", 0, "zip.name_encoding"),   # no flag: cp437 to zipfile, UTF-8 to others
+])
+def test_names_that_zip_readers_read_differently_are_refused(tmp_path, name, flags, rule):
+    path = write(tmp_path, _with_extra_member(name, flags))
+    with pytest.raises(tp.CheckpointError) as info:
+        tp.read_torch_zip(path)
+    assert info.value.rule == rule and info.value.path == path
+    assert "\x00" not in str(info.value) and str(info.value).isprintable()
+
+
+@pytest.mark.parametrize("name,flags", [(b"archive/caf\xc3\xa9", 0x800), (b"archive/plain", 0), (b"archive/x", 0x800)])
+def test_names_with_one_reading_are_accepted(tmp_path, name, flags):
+    path = write(tmp_path, _with_extra_member(name, flags))
+    assert tp.read_torch_zip(path)["w"].shape == (4, 4)
+
+
+def test_torch_save_sets_the_utf8_flag_on_every_name(tmp_path):
+    torch = pytest.importorskip("torch")
+    path = str(tmp_path / "ünï.pt")
+    torch.save({"w": torch.ones(2)}, path)
+    with zipfile.ZipFile(path) as zf:
+        assert all(info.flag_bits & 0x800 for info in zf.infolist())
+    assert tp.read_torch_zip(path)["w"].tolist() == [1.0, 1.0]

@@ -1,36 +1,18 @@
 """Former home of the checkpoint reader, kept so that old imports work: see :mod:`ms_weightnorm._checkpoint`.
 
-The limits live in :mod:`ms_weightnorm._checkpoint.limits`; reading or setting one here
-(``ms_weightnorm._torch_pickle.MAX_PICKLE_OPS = ...``) reads or sets it there.
+The bounds are a :class:`~ms_weightnorm._checkpoint.limits.Limits` passed per call (``limits=``,
+or ``with limits(...)``); the upper-case names here are their defaults, readable only.
 
 >>> import ms_weightnorm._torch_pickle as old
->>> from ms_weightnorm._checkpoint import limits
->>> old.MAX_DEPTH == limits.MAX_DEPTH
+>>> old.MAX_DEPTH == old.Limits().max_depth
 True
 """
-import sys
-import types
-
-from ._checkpoint import (CheckpointError, LazyTensor, UnsafeCheckpointError, accepted_opcodes,  # noqa: F401
+from ._checkpoint import (CheckpointError, LazyTensor, Limits, UnsafeCheckpointError, accepted_opcodes,  # noqa: F401
                           allowed_globals, atomic_write, bfloat16_bits_to_float32, float32_to_bfloat16_bits,
-                          limits, read_safetensors, read_torch_zip, write_safetensors)
-from ._checkpoint.errors import clip as _clip, short as _short  # noqa: F401
+                          read_safetensors, read_torch_zip, write_safetensors)
+from ._checkpoint.limits import limits  # noqa: F401
+from ._checkpoint.errors import clip as _clip, fmt as _short  # noqa: F401
 from ._checkpoint.files import open_regular as _open_regular  # noqa: F401
-
-
-class _ForwardLimits(types.ModuleType):
-    """Upper-case names are the limits module's: read and written there."""
-
-    def __getattr__(self, name):
-        if name.isupper() and hasattr(limits, name):
-            return getattr(limits, name)
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-    def __setattr__(self, name, value):
-        if name.isupper() and hasattr(limits, name):
-            setattr(limits, name, value)
-        else:
-            super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _ForwardLimits
+from ._checkpoint.limits import (MAX_DEFLATED_RECORD, MAX_DEPTH, MAX_DIMS, MAX_ELEMENTS, MAX_INDEX,  # noqa: F401
+                                 MAX_INT_BYTES, MAX_KEY_LENGTH, MAX_LINE, MAX_MESSAGE, MAX_PICKLE_BYTES,
+                                 MAX_SMALL_RECORD, MAX_ZIP_NAME, MAX_ZIP_RECORDS, SAFETENSORS_MAX_HEADER)

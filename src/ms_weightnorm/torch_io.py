@@ -3,7 +3,7 @@
 PyTorch is never imported here. ``.pt``/``.pth``/``.bin`` files are read with a restricted,
 bounded unpickler (see :mod:`ms_weightnorm._checkpoint`): only what a state dict needs is
 admitted, anything else is refused before it runs. ``.safetensors`` files are validated by the
-``safetensors`` package and memory-mapped. Loading reads tensors as descriptions first and
+``safetensors`` package; data is read with ``pread``, never mapped. Loading reads tensors as descriptions first and
 copies only those that go into the network; saving is atomic.
 
 Names are matched cell by cell: the checkpoint key of a Parameter is the cell's path plus the
@@ -51,7 +51,8 @@ from ._checkpoint import (
     guarded,
     write_safetensors,
 )
-from ._checkpoint.errors import clip, clip_message, names as _names, short as _short
+from ._checkpoint.errors import clip, clip_message, fmt_path as _fmt_path, names as _names, short as _short
+from ._checkpoint.limits import Limits, limits
 from .checkpoint import KEY_STYLES, read_checkpoint
 from ._checkpoint.torch_writer import BFloat16, write_torch_zip
 from .parametrize import invalidate_compiled_graphs, original_class
@@ -68,6 +69,8 @@ __all__ = [
     "save_torch_checkpoint",
     "to_torch_state_dict",
     "read_torch_checkpoint",
+    "Limits",
+    "limits",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -235,13 +238,13 @@ def _to_numpy(key: str, x: Any) -> np.ndarray:
         return np.asarray(x)
     if isinstance(x, Mapping):
         raise TypeError(
-            f"source['{key}'] is a {type(x).__name__}, not a tensor: the checkpoint nests its state "
+            f"source[{_short(key, 120)}] is a {type(x).__name__}, not a tensor: the checkpoint nests its state "
             f"dict (a training checkpoint?). Pass the inner mapping, e.g. "
-            f"load_torch_state_dict(net, read_torch_checkpoint(path)['{key}'])")
+            f"load_torch_state_dict(net, read_torch_checkpoint(path)[{_short(key, 120)}])")
     raise TypeError(f"source[{_short(key)}] is a {type(x).__name__}, not an array or tensor")
 
 
-def read_torch_checkpoint(path: PathLike) -> Any:
+def read_torch_checkpoint(path: PathLike, limits: Optional[Limits] = None) -> Any:
     """Read a PyTorch checkpoint without PyTorch; tensors come back as numpy arrays.
 
     ``.safetensors`` files give a dict of arrays. ``torch.save`` files (``.pt``, ``.pth``,
@@ -250,8 +253,10 @@ def read_torch_checkpoint(path: PathLike) -> Any:
     ``OrderedDict``, plain containers and scalars. A file that references anything else
     raises :class:`UnsafeCheckpointError` and nothing from it runs; a malformed, truncated or
     oversized file raises :class:`CheckpointError` (a ``ValueError``) naming it. bfloat16
-    tensors are returned as float32 (exactly). Arrays are read-only and may be views of the
-    memory-mapped file (tensors sharing a storage share memory): copy one to modify it.
+    tensors are returned as float32 (exactly). Arrays are read-only (tensors sharing a storage
+    share memory): copy one to modify it. ``limits`` (a :class:`Limits`) raises the reader's
+    bounds for this call, for a trusted file that needs more; ``with limits(...)`` does the same
+    for a block (``load_torch_state_dict`` included).
 
     >>> import os, tempfile, numpy as np
     >>> from ms_weightnorm._checkpoint import write_safetensors
@@ -260,7 +265,13 @@ def read_torch_checkpoint(path: PathLike) -> Any:
     >>> read_torch_checkpoint(path)["fc.weight"].tolist()
     [[1.0, 0.0], [0.0, 1.0]]
     """
+    if limits is not None:
+        with _limits_context(limits):
+            return _read(path, lazy=False)
     return _read(path, lazy=False)
+
+
+_limits_context = limits
 
 
 def _read(path: PathLike, lazy: bool) -> Any:
@@ -310,7 +321,7 @@ def _source_arrays(source: Any, limit: int) -> _Source:
     if isinstance(source, (str, os.PathLike)):
         loaded = _read(source, lazy=True)
         if not isinstance(loaded, Mapping):
-            raise TypeError(f"{os.fspath(source)!r} holds a {type(loaded).__name__}, not a state dict")
+            raise TypeError(f"{_fmt_path(source)} holds a {type(loaded).__name__}, not a state dict")
         source, path = loaded, os.fspath(source)
     else:
         path = None
@@ -759,7 +770,7 @@ def save_torch_state_dict(net: nn.Cell, path: PathLike, style: str = "new") -> L
                           metadata={"format": "pt"})
         return list(entries)
     if not path.endswith(_TORCH_SUFFIXES):
-        raise ValueError(f"{path!r}: name the file .pt, .pth or .bin (torch.save's format) or .safetensors")
+        raise ValueError(f"{_fmt_path(path)}: name the file .pt, .pth or .bin (torch.save's format) or .safetensors")
     state = _torch_state(net, style)
     write_torch_zip(path, state)
     return list(state)
@@ -815,7 +826,7 @@ def save_torch_checkpoint(path: PathLike, entries: Mapping[str, Any], style: str
     """
     path = os.fspath(path)
     if not path.endswith(_TORCH_SUFFIXES):
-        raise ValueError(f"{path!r}: a nested checkpoint is written in torch.save's format; name the file .pt, "
+        raise ValueError(f"{_fmt_path(path)}: a nested checkpoint is written in torch.save's format; name the file .pt, "
                          f".pth or .bin (safetensors holds one flat mapping of tensors: use "
                          f"save_torch_state_dict for that)")
     if not isinstance(entries, Mapping):

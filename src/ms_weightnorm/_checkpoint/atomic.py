@@ -55,8 +55,10 @@ def atomic_write(path: str, chunks: Iterable[bytes], verify: Optional[Callable[[
     without following symlinks, so a link planted there cannot redirect the write.
     Concurrent writers each complete: the last rename wins, with one writer's whole file. On
     any error nothing is left behind, ``path`` is untouched, and the ``OSError`` names the path.
-    ``verify``, if given, is called with a readable path of the complete, fsynced temporary file
-    before it replaces ``path``; whatever it raises stops the write the same way.
+
+    ``verify(readable_path)``, if given, is called once the data is complete and synced, before
+    anything replaces ``path``, with a path that opens the temporary file; whatever it raises
+    aborts the write (the old file is kept, the temporary one removed).
 
     >>> import tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "f.bin")
@@ -88,7 +90,7 @@ def _open_anonymous(directory: str) -> int:
     if not flag or not os.path.isdir("/proc/self/fd"):
         return -1
     try:
-        return os.open(directory, flag | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0), 0o666)
+        return os.open(directory, flag | os.O_RDWR | getattr(os, "O_CLOEXEC", 0), 0o666)
     except OSError as err:
         if err.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
             return -1  # the file system has no O_TMPFILE: fall back to a named file

@@ -32,7 +32,7 @@ import numpy as np
 
 from .atomic import atomic_write
 from .bf16 import float32_to_bfloat16_bits
-from .errors import CheckpointError, clip
+from .errors import CheckpointError, clip, fmt_path, short
 
 __all__ = ["BFloat16", "torch_pickle", "torch_zip_chunks", "write_torch_zip"]
 
@@ -95,7 +95,7 @@ class _Pickle:
         try:
             raw = value.encode("utf-8")  # strict: a lone surrogate would not read back as written
         except UnicodeEncodeError:
-            raise ValueError(f"{where}: the string {clip(repr(value))} is not valid UTF-8 (a lone surrogate?); "
+            raise ValueError(f"{where}: the string {short(value)} is not valid UTF-8 (a lone surrogate?); "
                              f"a checkpoint cannot hold it") from None
         self.out.append(b"X" + struct.pack("<I", len(raw)) + raw)
 
@@ -175,9 +175,9 @@ class _Pickle:
                 self.out.append(b"(")
                 for key, item in items[start:start + 1000]:
                     if not isinstance(key, str):
-                        raise TypeError(f"{where}: keys must be strings, got {type(key).__name__} {clip(repr(key))}")
+                        raise TypeError(f"{where}: keys must be strings, got {type(key).__name__} {short(key)}")
                     self.text(key, where)
-                    self.value(item, f"{where}[{clip(repr(key), 80)}]", depth + 1)
+                    self.value(item, f"{where}[{short(key)}]", depth + 1)
                 self.out.append(b"u")
         elif isinstance(value, list):
             self.out.append(b"]")
@@ -352,7 +352,8 @@ def write_torch_zip(path: str, obj: Any, archive: str = "archive") -> None:
     def verify(written: str) -> None:
         got = _read_shape_tree(read_torch_zip(written, lazy=True))
         if got != want:
-            raise CheckpointError(f"{path}: the file written did not read back as the object saved; the old "
-                                  f"file (if any) was left in place. Please report this")
+            reason = "the file written did not read back as the object saved"
+            raise CheckpointError(f"{fmt_path(path)}: {reason}; the old file (if any) was left in place. "
+                                  f"Please report this", path=path, reason=reason, rule="save.verify")
 
     atomic_write(path, chunks, verify=verify)

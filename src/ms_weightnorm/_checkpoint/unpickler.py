@@ -1,129 +1,124 @@
-"""A pickle reader that understands only what ``torch.save`` writes for a state dict.
+"""A pickle reader that understands only what ``torch.save`` writes, with a cost model.
 
 Why not :mod:`pickle`: the C unpickler offers no hook but ``find_class`` and
 ``persistent_load``, and the pure-Python ``pickle._Unpickler`` dispatches every opcode of every
-protocol, allocating what an opcode declares before checking that the bytes exist
-(``BYTEARRAY8`` with a length of 3 GiB zero-fills 3 GiB from a 20-byte file). Neither can bound
-the work per opcode. So this is a small dispatch loop over a memoryview of the pickle with a
-fixed table of opcodes: the ones ``torch.save`` emits at protocols 2 and 4 (and 5, which adds
-nothing for a state dict but ``BYTEARRAY8``), plus the plain-value opcodes of protocols 0 and 1 (text integers,
-floats and strings, ``DICT``/``LIST``/``TUPLE``). Every other opcode is refused by name before it
-does anything. Every length an opcode declares is checked against the bytes left before anything
-is allocated; every opcode is counted against :data:`limits.MAX_PICKLE_OPS`; integers, nesting,
-dict keys and set members are bounded as they are built.
+protocol, allocating what an opcode declares before checking that the bytes exist. Neither can
+bound what an opcode costs. So this is a small dispatch loop over the pickle's bytes with a fixed
+table of opcodes: the ones ``torch.save`` emits at protocols 2 to 5 for state dicts, optimizer
+state dicts and nested checkpoints (``{"generator": state_dict, "optim": ...}``), plus the
+plain-value opcodes of protocols 0 and 1. Every other opcode is refused by name before it acts.
+
+**The cost model.** Every opcode is charged what it allocates or copies, in units of about one
+byte of memory (:data:`COSTS`: a base per opcode, the bytes of every string built, container
+slots, one hash insert per dict item or memo entry, per-tensor records), *before* it builds
+when the size is known. Charges add up over the whole load and are never credited back, so work
+that builds and discards (a ``BUILD`` state, an overwritten ``SETITEM``) is paid for too. The
+total may not exceed ``Limits.pickle_budget(len(pickle))``: ``pickle_cost_per_byte`` (32) units
+per byte of the pickle plus ``pickle_cost_base`` (16 MiB), so no file can multiply its own size
+by more than that. docs/security.md gives the measured memory and time per unit.
+
+**Only what a state dict needs is built.** dict and OrderedDict keys are strings or ints (what
+``torch.save`` writes: names, and an optimizer's parameter indices), ints within +-2**61 whose
+hashes are distinct, so no crafted key set can make a dict quadratic (str hashes are randomized
+per process). Tuples are values (call arguments, sizes, an optimizer's ``betas``), never keys.
+set, frozenset and bytearray are refused: no ``torch.save`` checkpoint holds them.
 
 Callables are reached only through ``GLOBAL``/``STACK_GLOBAL``, which answer from an allowlist of
 numpy implementations written here (tensor and storage rebuilds, ``OrderedDict``, dtypes, a few
-builtins); ``REDUCE`` calls only what the allowlist returned; ``BUILD`` is accepted only on an
-``OrderedDict`` (torch stores the state dict's ``_metadata`` there) and its state is dropped.
+builtins); ``REDUCE`` calls only what the allowlist returned; ``BUILD`` is accepted only on a
+dict or ``OrderedDict`` (torch stores the state dict's ``_metadata`` there) and its state is
+dropped. ``FRAME`` boundaries are enforced as CPython's pure-Python unpickler enforces them.
 """
 from __future__ import annotations
 
 import _compat_pickle
 import collections
 import struct
-from typing import Any, Callable, Dict, Iterable, List, Tuple
+import sys
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import limits
-from .errors import CheckpointError, UnsafeCheckpointError, clip, short
+from .errors import CheckpointError, clip, error, fmt
 from .tensors import (TORCH_DTYPES, STORAGE_TYPES, DType, Storage, StorageType, checked_dims, checked_int,
                       strided)
+
+# What each thing built is charged, in units of about one byte of memory (measured ratios of peak
+# RSS to units are in docs/security.md). Every opcode pays OP; the rest are added to it.
+COSTS: Dict[str, int] = {
+    "OP": 16,           # dispatch (time), and the stack slot of whatever it pushes
+    "SCALAR": 32,       # an int, float or complex object
+    "STRING": 56,       # str/bytes header; plus its bytes (str: its size in memory), plus the bytes decoded
+    "CONTAINER": 160,   # a list, tuple or dict header, and its visit when the tree is finished
+    "SLOT": 16,         # one list or tuple slot (with list over-allocation)
+    "HASH": 96,         # one dict or memo insert (entry, index, amortized growth)
+    "ORDERED_HASH": 160,  # one OrderedDict insert (its linked node too)
+    "STORAGE": 512,     # a storage record description
+    "TENSOR": 768,      # a tensor description (shape, strides, the closure that reads it)
+}
+_OP = COSTS["OP"]
+_SCALAR = COSTS["SCALAR"]
+_STRING = COSTS["STRING"]
+_CONTAINER = COSTS["CONTAINER"]
+_SLOT = COSTS["SLOT"]
+_HASH = COSTS["HASH"]
+
+# Dict keys: ints within this bound have distinct hashes (hash(n) == n for |n| < 2**61 - 1).
+_KEY_INT = (1 << 61) - 2
 
 
 # --- the allowed globals ------------------------------------------------------------------
 
-def _make_set(items: Any = ()) -> set:
-    return set(_checked_items(items))
-
-
-def _make_frozenset(items: Any = ()) -> frozenset:
-    return frozenset(_checked_items(items))
-
-
-def _make_ordered_dict(items: Any = ()) -> collections.OrderedDict:
+def _make_ordered_dict(u: "Unpickler", items: Any = ()) -> collections.OrderedDict:
+    pairs = _checked_sequence(u, items)
+    u._charge(_CONTAINER + COSTS["ORDERED_HASH"] * len(pairs))
     out: collections.OrderedDict = collections.OrderedDict()
-    for pair in _checked_sequence(items):
+    for pair in pairs:
         if type(pair) not in (tuple, list) or len(pair) != 2:
-            raise CheckpointError(f"OrderedDict item {short(pair)} is not a (key, value) pair")
-        out[checked_key(pair[0])] = pair[1]
+            raise u._error(f"OrderedDict item {fmt(pair)} is not a (key, value) pair", "pickle.ordered_dict")
+        out[u._key(pair[0])] = pair[1]
     return out
 
 
-def _make_bytearray(data: Any = b"", encoding: Any = None) -> bytearray:
-    # bytearray(n) would allocate n bytes: only rebuilding stored bytes is allowed.
-    if type(data) is bytes and encoding is None:
-        return bytearray(data)
-    if type(data) is str and encoding in ("latin1", "latin-1"):
-        return bytearray(data.encode("latin1"))
-    raise UnsafeCheckpointError(f"bytearray({short(data)}, {short(encoding)}) does not rebuild stored bytes")
-
-
-def _make_complex(real: Any = 0.0, imag: Any = 0.0) -> complex:
+def _make_complex(u: "Unpickler", real: Any = 0.0, imag: Any = 0.0) -> complex:
     if type(real) not in (int, float) or type(imag) not in (int, float):
-        raise CheckpointError(f"complex({short(real)}, {short(imag)}) is not made of two numbers")
+        raise u._error(f"complex({fmt(real)}, {fmt(imag)}) is not made of two numbers", "pickle.complex")
+    u._charge(_SCALAR)
     return complex(real, imag)
 
 
-def _codecs_encode(text: Any, encoding: Any = "utf-8") -> bytes:
-    # Protocol-2 pickles store bytes as ``_codecs.encode(str, "latin1")``.
+def _codecs_encode(u: "Unpickler", text: Any, encoding: Any = "utf-8") -> bytes:
+    # Protocol-2 pickles (torch.save's default) store bytes as ``_codecs.encode(str, "latin1")``.
     if type(text) is not str or encoding not in ("latin1", "latin-1"):
-        raise UnsafeCheckpointError(
-            f"_codecs.encode is only allowed to rebuild bytes (latin1), got encoding {short(encoding)}")
+        raise u._error(f"_codecs.encode is only allowed to rebuild bytes (latin1), got encoding {fmt(encoding)}",
+                       "pickle.codecs", unsafe=True)
+    u._charge(_STRING + 2 * len(text))  # each call copies: a memoized string encoded again is paid again
     return text.encode("latin1")
 
 
-def _torch_size(dims: Any = ()) -> Tuple[int, ...]:
-    return checked_dims(dims, "size", "torch.Size")
+def _torch_size(u: "Unpickler", dims: Any = ()) -> Tuple[int, ...]:
+    out = checked_dims(dims, "size", u._source)
+    u._charge(_CONTAINER + _SLOT * len(out))
+    return out
 
 
-def _torch_device(kind: Any, index: Any = None) -> str:
+def _torch_device(u: "Unpickler", kind: Any, index: Any = None) -> str:
     if type(kind) is not str or len(kind) > 64 or not (index is None or type(index) is int):
-        raise CheckpointError(f"torch.device({short(kind)}, {short(index)}) is not a device")
+        raise u._error(f"torch.device({fmt(kind)}, {fmt(index)}) is not a device", "pickle.device")
+    u._charge(_STRING + 80)
     return kind if index is None else f"{kind}:{index}"
 
 
-_HASH_SAFE = (str, bytes, bool, type(None), DType, StorageType)
-
-
-def checked_key(key: Any) -> Any:
-    """``key`` if hashing and comparing it is cheap and collision-free enough, else an error.
-
-    Hashing a crafted tuple that shares itself through the memo takes exponential time, and
-    ints or floats of equal hash can be crafted to make a dict quadratic; str and bytes
-    hashes are randomized per process. So dict keys and set members are str, bytes, bool,
-    None, ints below 2**61 (distinct hashes) and short flat tuples of those.
-    """
-    t = type(key)
-    if t in _HASH_SAFE or (t is int and -(1 << 61) < key < (1 << 61)):
-        return key
-    if t is tuple and len(key) <= 16 and all(
-            type(k) in _HASH_SAFE or (type(k) is int and -(1 << 61) < k < (1 << 61)) for k in key):
-        return key
-    raise CheckpointError(
-        f"a dict key or set member is {short(key)} ({t.__name__}); a state dict only uses strings, "
-        f"small ints and flat tuples of them")
-
-
-def _checked_sequence(items: Any) -> Iterable[Any]:
-    if type(items) not in (list, tuple):
-        raise CheckpointError(f"expected a list or tuple of items, got {type(items).__name__}")
-    return items
-
-
-def _checked_items(items: Any) -> List[Any]:
-    return [checked_key(item) for item in _checked_sequence(items)]
-
-
 ALLOWED: Dict[Tuple[str, str], Any] = {
-    ("collections", "OrderedDict"): _make_ordered_dict,
-    ("torch", "Size"): _torch_size,
-    ("torch", "device"): _torch_device,
-    ("_codecs", "encode"): _codecs_encode,
-    ("builtins", "set"): _make_set,
-    ("builtins", "frozenset"): _make_frozenset,
-    ("builtins", "complex"): _make_complex,
-    ("builtins", "bytearray"): _make_bytearray,
+    ("collections", "OrderedDict"): "_make_ordered_dict",
+    ("torch", "Size"): "_torch_size",
+    ("torch", "device"): "_torch_device",
+    ("_codecs", "encode"): "_codecs_encode",
+    ("builtins", "complex"): "_make_complex",
 }
+_HELPERS = {"_make_ordered_dict": _make_ordered_dict, "_torch_size": _torch_size, "_torch_device": _torch_device,
+            "_codecs_encode": _codecs_encode, "_make_complex": _make_complex}
+# Globals a pickle may name that no torch.save checkpoint needs: refused with the reason.
+NOT_NEEDED = {("builtins", "set"), ("builtins", "frozenset"), ("builtins", "bytearray")}
 # The rebuild functions need the unpickler (its storages, its file name): bound per load.
 REBUILDS = ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3",
             "_rebuild_parameter", "_rebuild_parameter_with_state")
@@ -154,20 +149,26 @@ def _py3_name(module: str, name: str) -> Tuple[str, str]:
     return _compat_pickle.IMPORT_MAPPING.get(module, module), name
 
 
+def _checked_sequence(u: "Unpickler", items: Any) -> Any:
+    if type(items) not in (list, tuple):
+        raise u._error(f"expected a list or tuple of items, got {type(items).__name__}", "pickle.items")
+    return items
+
+
 # --- the opcodes ------------------------------------------------------------------------------
 
 # Opcodes a real state dict's pickle never holds, refused by name. Those that build arbitrary
 # objects or reach the copyreg registry are "unsafe"; the rest are merely not torch.save's.
 _OBJECT_BUILDERS = {b"i": "INST", b"o": "OBJ", b"\x81": "NEWOBJ", b"\x92": "NEWOBJ_EX"}
 _EXTENSIONS = {b"\x82": "EXT1", b"\x83": "EXT2", b"\x84": "EXT4"}
+# Containers no torch.save checkpoint holds: refused (they would only widen what is hashed and copied).
+_NOT_NEEDED = {b"\x8f": "EMPTY_SET", b"\x90": "ADDITEMS", b"\x91": "FROZENSET", b"\x96": "BYTEARRAY8"}
 REFUSED = {
-    **_OBJECT_BUILDERS, **_EXTENSIONS,
+    **_OBJECT_BUILDERS, **_EXTENSIONS, **_NOT_NEEDED,
     b"0": "POP", b"1": "POP_MARK", b"2": "DUP", b"P": "PERSID",
     b"S": "STRING", b"T": "BINSTRING", b"U": "SHORT_BINSTRING",
     b"\x97": "NEXT_BUFFER", b"\x98": "READONLY_BUFFER",  # out-of-band buffers: torch.save passes none
 }
-# Cost of each opcode in units of MAX_PICKLE_OPS: about 56 bytes of memory it can allocate.
-_COST = {b"\x8f": 4, b"\x91": 4, b"\x94": 2, b"p": 2, b"q": 2, b"r": 2, b"}": 2}
 
 
 class _Truncated(Exception):
@@ -175,10 +176,10 @@ class _Truncated(Exception):
 
 
 class Unpickler:
-    """Loads one pickle (``data``) with the allowlisted opcodes and globals.
+    """Loads one pickle (``data``) with the allowlisted opcodes and globals, within its cost budget.
 
     ``storage(key, code, numel)`` answers a persistent id (a storage record of the archive);
-    ``source`` names the file in every message.
+    ``source`` names the file in every message. ``spent`` is the cost charged so far.
     """
 
     def __init__(self, data: bytes, storage: Callable[[str, str, int], Storage], source: str):
@@ -186,25 +187,55 @@ class Unpickler:
         self._data = memoryview(self._bytes)
         self._end = len(data)
         self._pos = 0
+        self._frame_end: Optional[int] = None
         self._storage = storage
         self._source = source
         self._stack: List[Any] = []
         self._metastack: List[List[Any]] = []
         self._memo: Dict[int, Any] = {}
-        self._ops = 0
-        self._rebuilds = {name: getattr(self, name) for name in REBUILDS}
-        self._callables = {id(f): f for f in [*(v for v in ALLOWED.values() if callable(v)),
-                                              *self._rebuilds.values()]}
+        self._limits = limits.current()
+        self.budget = self._limits.pickle_budget(self._end)
+        self.spent = 0
+        self._globals: Dict[Tuple[str, str], Any] = {}
+        self._callables: Dict[int, Callable[..., Any]] = {}
+        for key, found in ALLOWED.items():
+            if type(found) is str:
+                method = getattr(self, found, None) or _bind(_HELPERS[found], self)
+                self._callables[id(method)] = method
+                self._globals[key] = method
+            else:
+                self._globals[key] = found
 
-    # -- reading the bytes: every length checked against what is left --
+    def _error(self, reason: str, rule: str, unsafe: bool = False) -> CheckpointError:
+        return error(self._source, reason, rule, unsafe)
+
+    # -- the cost model --
+
+    def _charge(self, units: int) -> None:
+        self.spent += units
+        if self.spent > self.budget:
+            lim = self._limits
+            raise self._error(
+                f"its pickle would cost more than its budget ({self.spent} units at offset {self._pos}; "
+                f"{lim.pickle_cost_per_byte} per pickle byte x {self._end} bytes + {lim.pickle_cost_base} = "
+                f"{self.budget}): it builds far more than a state dict of its size; refused as a resource bomb. "
+                f"For a trusted file, read it inside ms_weightnorm.torch_io.limits(pickle_cost_per_byte=...)",
+                "pickle.cost")
+
+    # -- reading the bytes: every length checked against what is left and against the frame --
 
     def _take(self, n: int, what: str) -> memoryview:
+        if self._frame_end is not None and n:
+            if self._pos == self._frame_end:
+                self._frame_end = None  # the frame is used up: reading goes on unframed, as in CPython
+            elif self._pos + n > self._frame_end:
+                raise self._error(f"its pickle has an opcode at offset {self._pos} that runs past the end of its "
+                                  f"frame (offset {self._frame_end}); the file is corrupt", "pickle.frame_overrun")
         left = self._end - self._pos
         if n > left:
             if n > left + 8:  # a declared length, not just a cut-off file
-                raise CheckpointError(
-                    f"{self._source}: its pickle declares a {what} of {n} bytes at offset {self._pos}, but only "
-                    f"{left} bytes are left; the file is corrupt or hostile")
+                raise self._error(f"its pickle declares a {what} of {n} bytes at offset {self._pos}, but only "
+                                  f"{left} bytes are left; the file is corrupt or hostile", "pickle.length")
             raise _Truncated()
         out = self._data[self._pos:self._pos + n]
         self._pos += n
@@ -213,21 +244,29 @@ class Unpickler:
     def _u8(self) -> int:
         return self._take(1, "byte")[0]
 
-    def _unpack(self, fmt: str, n: int) -> Any:
-        return struct.unpack(fmt, self._take(n, "number"))[0]
+    def _unpack(self, fmt_: str, n: int) -> Any:
+        return struct.unpack(fmt_, self._take(n, "number"))[0]
 
     def _line(self) -> bytes:
-        """A text opcode's argument up to its newline (at most MAX_LINE bytes)."""
-        # Searched in place: copying a window per opcode would cost MAX_LINE bytes per opcode.
-        stop = min(self._end, self._pos + limits.MAX_LINE + 1)
+        """A text opcode's argument up to its newline (at most max_line bytes, inside the frame)."""
+        if self._frame_end is not None and self._pos == self._frame_end:
+            self._frame_end = None
+        limit = self._limits.max_line
+        end_ = self._end if self._frame_end is None else self._frame_end
+        # Searched in place: copying a window per opcode would cost max_line bytes per opcode.
+        stop = min(end_, self._pos + limit + 1)
         end = self._bytes.find(b"\n", self._pos, stop)
         if end < 0:
-            if stop - self._pos > limits.MAX_LINE:
-                raise CheckpointError(f"{self._source}: a text opcode's line at offset {self._pos} is longer "
-                                      f"than {limits.MAX_LINE} bytes")
+            if stop - self._pos > limit:
+                raise self._error(f"a text opcode's line at offset {self._pos} is longer than {limit} bytes",
+                                  "pickle.line")
+            if self._frame_end is not None:
+                raise self._error(f"its pickle has a line at offset {self._pos} that runs past the end of its "
+                                  f"frame (offset {self._frame_end}); the file is corrupt", "pickle.frame_overrun")
             raise _Truncated()
         line = self._bytes[self._pos:end]
         self._pos = end + 1
+        self._charge(len(line))
         return line
 
     # -- the stack --
@@ -237,17 +276,17 @@ class Unpickler:
 
     def _pop(self) -> Any:
         if not self._stack:
-            raise CheckpointError(f"{self._source}: its pickle is malformed (the stack is empty at offset {self._pos})")
+            raise self._error(f"its pickle is malformed (the stack is empty at offset {self._pos})", "pickle.stack")
         return self._stack.pop()
 
     def _top(self) -> Any:
         if not self._stack:
-            raise CheckpointError(f"{self._source}: its pickle is malformed (the stack is empty at offset {self._pos})")
+            raise self._error(f"its pickle is malformed (the stack is empty at offset {self._pos})", "pickle.stack")
         return self._stack[-1]
 
     def _pop_mark(self) -> List[Any]:
         if not self._metastack:
-            raise CheckpointError(f"{self._source}: its pickle is malformed (no MARK before offset {self._pos})")
+            raise self._error(f"its pickle is malformed (no MARK before offset {self._pos})", "pickle.mark")
         items = self._stack
         self._stack = self._metastack.pop()
         return items
@@ -255,81 +294,114 @@ class Unpickler:
     def _target(self, kinds: Tuple[type, ...], what: str) -> Any:
         target = self._top()
         if type(target) not in kinds:
-            raise UnsafeCheckpointError(f"{self._source}: the pickle {what} a {type(target).__name__}")
+            raise self._error(f"the pickle {what} a {type(target).__name__}", "pickle.target", unsafe=True)
         return target
+
+    def _key(self, key: Any) -> Any:
+        """``key`` if it is a dict key ``torch.save`` writes (a str, or an int of distinct hash), else an error."""
+        t = type(key)
+        if t is str or (t is int and -_KEY_INT <= key <= _KEY_INT):
+            return key
+        raise self._error(
+            f"a dict key is {fmt(key)} ({t.__name__}); checkpoints only use strings and ints as keys",
+            "pickle.dict_key")
 
     # -- integers --
 
     def _checked_int(self, value: int) -> int:
-        # The two's-complement size of the value, as LONG1/LONG4 would store it.
-        if (value.bit_length() + 8) // 8 > limits.MAX_INT_BYTES:
-            raise CheckpointError(f"{self._source}: an integer of {(value.bit_length() + 8) // 8} bytes "
-                                  f"(at most {limits.MAX_INT_BYTES} allowed)")
+        # The two's-complement size of the value, as LONG1/LONG4 would store it (the same rule for both).
+        size = ((value if value >= 0 else ~value).bit_length() + 8) // 8
+        if size > self._limits.max_int_bytes:
+            raise self._error(f"an integer of {size} bytes (at most {self._limits.max_int_bytes} allowed)",
+                              "pickle.int_size")
         return value
 
     def _long(self, n: int) -> None:
         if n < 0:
-            raise CheckpointError(f"{self._source}: an integer of negative length {n}")
-        if n > limits.MAX_INT_BYTES:
-            raise CheckpointError(f"{self._source}: an integer of {n} bytes (at most {limits.MAX_INT_BYTES} allowed)")
-        self._push(int.from_bytes(self._take(n, "integer"), "little", signed=True))
+            raise self._error(f"an integer of negative length {n}", "pickle.int_size")
+        if n > self._limits.max_int_bytes:
+            raise self._error(f"an integer of {n} bytes (at most {self._limits.max_int_bytes} allowed)",
+                              "pickle.int_size")
+        self._charge(_SCALAR + n)
+        self._push(self._checked_int(int.from_bytes(self._take(n, "integer"), "little", signed=True)))
 
     def _text_int(self, line: bytes, long: bool) -> int:
         if long and line.endswith(b"L"):
             line = line[:-1]
+        # Parsing decimal text is quadratic in its length: the length is bounded first (a 256-bit
+        # integer has at most 78 digits; a sign, a base prefix and underscores add a few).
+        most = self._limits.max_int_bytes * 8 // 3 + 8
+        if len(line.strip()) > most:
+            raise self._error(f"an integer of more than {self._limits.max_int_bytes} bytes (a text integer of "
+                              f"{len(line)} characters)", "pickle.int_size")
         try:
             value = int(line, 0)
         except ValueError:
-            raise CheckpointError(f"{self._source}: {clip(repr(line), 60)} is not an integer") from None
+            raise self._error(f"{clip(line.decode('latin1'), 60)} is not an integer", "pickle.int_text") from None
+        self._charge(_SCALAR)
         return self._checked_int(value)
 
     # -- strings --
 
     def _text(self, raw: memoryview) -> str:
         try:
-            return str(raw, "utf-8", "surrogatepass")
+            out = str(raw, "utf-8", "surrogatepass")
         except UnicodeDecodeError as err:
-            raise CheckpointError(f"{self._source}: its pickle is malformed or truncated "
-                                  f"(UnicodeDecodeError: {clip(str(err))})") from None
+            raise self._error(f"its pickle is malformed or truncated (UnicodeDecodeError: {clip(str(err))})",
+                              "pickle.utf8") from None
+        self._charge(len(raw) + sys.getsizeof(out))
+        return out
+
+    def _bytes_value(self, raw: memoryview) -> bytes:
+        self._charge(_STRING + 2 * len(raw))
+        return raw.tobytes()
 
     # -- globals and persistent ids --
 
     def _find_class(self, module: Any, name: Any) -> Any:
         if type(module) is not str or type(name) is not str:
-            raise UnsafeCheckpointError(f"{self._source}: a global named by a non-string {short((module, name))}")
-        found = ALLOWED.get(_py3_name(module, name))
+            raise self._error(f"a global named by a non-string {fmt((module, name))}", "pickle.global",
+                              unsafe=True)
+        key = _py3_name(module, name)
+        found = self._globals.get(key)
         if found is None:
-            raise UnsafeCheckpointError(
-                f"refusing to load {self._source}: its pickle references {short(module + '.' + name)}, "
-                f"which a state dict never needs (allowed: tensors, storages, OrderedDict, plain "
-                f"containers and scalars). Nothing from the file was run. If you trust the file, "
-                f"convert it with PyTorch: safetensors.torch.save_file(torch.load(path), 'model.safetensors')")
-        if type(found) is str:
-            return self._rebuilds[found]  # a rebuild function bound to this load
+            if key in NOT_NEEDED:
+                raise self._error(
+                    f"its pickle builds a {key[1]}, which no torch.save checkpoint holds; such values are not "
+                    f"read (save it as a list, or as bytes)", "pickle.not_needed")
+            raise self._error(
+                f"refusing to load: its pickle references {clip(module + '.' + name, 120)}, which a state dict "
+                f"never needs (allowed: tensors, storages, OrderedDict, plain containers and scalars). Nothing "
+                f"from the file was run. If you trust the file, convert it with PyTorch: "
+                f"safetensors.torch.save_file(torch.load(path), 'model.safetensors')", "pickle.global",
+                unsafe=True)
         return found
 
     def _persistent_load(self, pid: Any) -> Storage:
         if type(pid) is not tuple or len(pid) != 5:
-            raise UnsafeCheckpointError(f"{self._source}: unexpected persistent id {short(pid)}")
+            raise self._error(f"unexpected persistent id {fmt(pid)}", "pickle.persistent_id", unsafe=True)
         tag, storage_type, key, _location, numel = pid
         if type(tag) is bytes:
             tag = tag.decode("latin1")
         if type(key) is bytes:
             key = key.decode("latin1")
         if tag != "storage" or not isinstance(storage_type, StorageType):
-            raise UnsafeCheckpointError(f"{self._source}: unexpected persistent id {short(pid)}")
-        if type(key) is not str or not 0 < len(key) <= limits.MAX_KEY_LENGTH or not key.isascii() \
+            raise self._error(f"unexpected persistent id {fmt(pid)}", "pickle.persistent_id", unsafe=True)
+        if type(key) is not str or not 0 < len(key) <= self._limits.max_key_length or not key.isascii() \
                 or not key.replace("_", "").replace("-", "").replace(".", "").isalnum():
-            raise CheckpointError(f"{self._source}: bad storage key {short(key)}")
+            raise self._error(f"bad storage key {fmt(key)}", "pickle.storage_key")
         numel = checked_int(numel, "storage size", self._source)
         dtype = storage_type.dtype
+        self._charge(COSTS["STORAGE"])
         return self._storage(key, "|u1" if dtype is None else TORCH_DTYPES[dtype], numel)
 
     # -- tensor rebuilds (numpy implementations of torch._utils) --
 
     def _rebuild_tensor(self, storage, storage_offset, size, stride):
         if not isinstance(storage, Storage):
-            raise UnsafeCheckpointError(f"{self._source}: a tensor rebuild got {type(storage).__name__}, not a storage")
+            raise self._error(f"a tensor rebuild got {type(storage).__name__}, not a storage", "pickle.rebuild",
+                              unsafe=True)
+        self._charge(COSTS["TENSOR"])
         return strided(storage, storage.code, storage_offset, size, stride, self._source)
 
     def _rebuild_tensor_v2(self, storage, storage_offset, size, stride, requires_grad=False,
@@ -340,10 +412,11 @@ class Unpickler:
                            dtype, metadata=None):
         # Newer dtypes (uint16/32/64, float8...) are saved on an untyped byte storage plus a dtype.
         if not isinstance(storage, Storage) or not isinstance(dtype, DType):
-            raise UnsafeCheckpointError(f"{self._source}: _rebuild_tensor_v3 expects a storage and a dtype")
+            raise self._error("_rebuild_tensor_v3 expects a storage and a dtype", "pickle.rebuild", unsafe=True)
         code = TORCH_DTYPES.get(dtype.torch_name)
         if code is None:
-            raise CheckpointError(f"{self._source}: unsupported tensor dtype {short(dtype)}")
+            raise self._error(f"unsupported tensor dtype {fmt(dtype)}", "pickle.dtype")
+        self._charge(COSTS["TENSOR"])
         return strided(storage, code, storage_offset, size, stride, self._source)
 
     def _rebuild_parameter(self, data, requires_grad, backward_hooks):
@@ -355,37 +428,36 @@ class Unpickler:
     # -- the loop --
 
     def load(self) -> Any:
-        """The unpickled object; :class:`CheckpointError` for anything malformed or refused."""
+        """The unpickled object; :class:`CheckpointError` for anything malformed, refused or over budget."""
         try:
             return self._run()
         except _Truncated:
-            raise CheckpointError(f"{self._source}: its pickle is malformed or truncated (it ends inside an "
-                                  f"opcode at offset {self._pos}); the file is corrupt") from None
+            raise self._error(f"its pickle is malformed or truncated (it ends inside an opcode at offset "
+                              f"{self._pos}); the file is corrupt", "pickle.truncated") from None
         except CheckpointError:
             raise
         except (TypeError, ValueError, OverflowError, KeyError, IndexError, struct.error, RecursionError) as err:
             # Raised by a rebuild called with the wrong arguments and the like. Only the
             # type is reported: such messages can quote file-controlled objects.
-            raise CheckpointError(f"{self._source}: its pickle is malformed ({type(err).__name__} at offset "
-                                  f"{self._pos}); the file is corrupt") from None
+            raise self._error(f"its pickle is malformed ({type(err).__name__} at offset {self._pos}); the file "
+                              f"is corrupt", "pickle.malformed") from None
 
     def _run(self) -> Any:
         table = _DISPATCH
-        cost = _COST
-        budget = limits.MAX_PICKLE_OPS
-        data = self._data
+        data = self._bytes
+        budget = self.budget
+        end = self._end
         while True:
-            if self._pos >= self._end:
-                raise _Truncated()
-            op = data[self._pos:self._pos + 1].tobytes()
             start = self._pos
-            self._pos += 1
-            self._ops += cost.get(op, 1)
-            if self._ops > budget:
-                raise CheckpointError(
-                    f"{self._source}: the pickle runs more opcodes than MAX_PICKLE_OPS ({budget} units); "
-                    f"refusing it as a resource bomb (raise ms_weightnorm._checkpoint.limits.MAX_PICKLE_OPS "
-                    f"for a trusted file)")
+            if start >= end:
+                raise _Truncated()
+            if self._frame_end is not None and start >= self._frame_end:
+                self._frame_end = None
+            op = data[start:start + 1]
+            self._pos = start + 1
+            self.spent += _OP
+            if self.spent > budget:
+                self._charge(0)  # raises, naming the budget
             handler = table.get(op)
             if handler is None:
                 self._refuse(op, start)
@@ -396,19 +468,30 @@ class Unpickler:
     def _refuse(self, op: bytes, at: int) -> None:
         name = REFUSED.get(op)
         if name is None:
-            raise CheckpointError(f"{self._source}: its pickle is malformed: byte 0x{op.hex()} at offset {at} is not "
-                                  f"an opcode this reader accepts; the file is corrupt")
+            raise self._error(f"its pickle is malformed: byte 0x{op.hex()} at offset {at} is not an opcode this "
+                              f"reader accepts; the file is corrupt", "pickle.opcode")
         if op in _OBJECT_BUILDERS:
-            raise UnsafeCheckpointError(
-                f"refusing to load {self._source}: its pickle builds an object by instantiating a class "
-                f"(opcode {name}), which a state dict never does. Nothing from the file was run.")
+            raise self._error(
+                f"refusing to load: its pickle builds an object by instantiating a class (opcode {name}), which "
+                f"a state dict never does. Nothing from the file was run.", "pickle.opcode", unsafe=True)
         if op in _EXTENSIONS:
-            raise UnsafeCheckpointError(
-                f"refusing to load {self._source}: its pickle uses the copyreg extension registry (opcode "
-                f"{name}), which a state dict never does. Nothing from the file was run.")
-        raise UnsafeCheckpointError(
-            f"refusing to load {self._source}: its pickle uses opcode {name} (offset {at}), which torch.save "
-            f"never writes for a state dict. Nothing from the file was run.")
+            raise self._error(
+                f"refusing to load: its pickle uses the copyreg extension registry (opcode {name}), which a "
+                f"state dict never does. Nothing from the file was run.", "pickle.opcode", unsafe=True)
+        if op in _NOT_NEEDED:
+            raise self._error(
+                f"its pickle builds a set, frozenset or bytearray (opcode {name}, offset {at}), which no "
+                f"torch.save checkpoint holds; such values are not read", "pickle.not_needed")
+        raise self._error(
+            f"refusing to load: its pickle uses opcode {name} (offset {at}), which torch.save never writes for "
+            f"a state dict. Nothing from the file was run.", "pickle.opcode", unsafe=True)
+
+
+def _bind(function: Callable[..., Any], u: Unpickler) -> Callable[..., Any]:
+    def call(*args: Any) -> Any:
+        return function(u, *args)
+    call.__name__ = function.__name__
+    return call
 
 
 # Each handler reads its argument and changes the stack. Names follow pickletools' opcode names.
@@ -420,19 +503,25 @@ def _stop(u: Unpickler) -> None:  # the loop returns on it
 def _proto(u: Unpickler) -> None:
     version = u._u8()
     if version > 5:
-        raise CheckpointError(f"{u._source}: pickle protocol {version} is not supported (0-5)")
+        raise u._error(f"pickle protocol {version} is not supported (0-5)", "pickle.protocol")
 
 
 def _frame(u: Unpickler) -> None:
+    # CPython's rule: a new frame only once the current one is used up.
+    if u._frame_end is not None and u._pos != u._frame_end:
+        raise u._error(f"its pickle starts a new frame at offset {u._pos - 1}, before the end of the current "
+                       f"one (offset {u._frame_end}); the file is corrupt", "pickle.frame_overlap")
     n = u._unpack("<Q", 8)
     if n > u._end - u._pos:
-        raise CheckpointError(f"{u._source}: its pickle declares a frame of {n} bytes at offset {u._pos}, but only "
-                              f"{u._end - u._pos} bytes are left; the file is corrupt or hostile")
+        raise u._error(f"its pickle declares a frame of {n} bytes at offset {u._pos}, but only "
+                       f"{u._end - u._pos} bytes are left; the file is corrupt or hostile", "pickle.length")
+    u._frame_end = u._pos + n if n else None
 
 
 def _mark(u: Unpickler) -> None:
-    if len(u._metastack) >= limits.MAX_DEPTH:
-        raise CheckpointError(f"{u._source}: pickle marks nested deeper than {limits.MAX_DEPTH}")
+    if len(u._metastack) >= u._limits.max_depth:
+        raise u._error(f"pickle marks nested deeper than {u._limits.max_depth}", "pickle.depth")
+    u._charge(_CONTAINER)
     u._metastack.append(u._stack)
     u._stack = []
 
@@ -453,18 +542,36 @@ def _long_text(u: Unpickler) -> None:
 
 def _float_text(u: Unpickler) -> None:
     line = u._line()
+    if len(line) > 64:  # float() of long digit strings is not linear either; no float needs more
+        raise u._error(f"a text float of {len(line)} characters (at most 64 allowed)", "pickle.float_text")
     try:
-        u._push(float(line))
+        value = float(line)
     except ValueError:
-        raise CheckpointError(f"{u._source}: {clip(repr(line), 60)} is not a float") from None
+        raise u._error(f"{clip(line.decode('latin1'), 60)} is not a float", "pickle.float_text") from None
+    u._charge(_SCALAR)
+    u._push(value)
+
+
+def _binfloat(u: Unpickler) -> None:
+    u._charge(_SCALAR)
+    u._push(u._unpack(">d", 8))
+
+
+def _small_int(u: Unpickler, value: int) -> None:
+    if not -5 <= value <= 256:  # CPython's cached small ints cost nothing new
+        u._charge(_SCALAR)
+    u._push(value)
 
 
 def _unicode_text(u: Unpickler) -> None:
+    line = u._line()
     try:
-        u._push(u._line().decode("raw-unicode-escape"))
+        out = line.decode("raw-unicode-escape")
     except UnicodeDecodeError as err:
-        raise CheckpointError(f"{u._source}: its pickle is malformed or truncated "
-                              f"(UnicodeDecodeError: {clip(str(err))})") from None
+        raise u._error(f"its pickle is malformed or truncated (UnicodeDecodeError: {clip(str(err))})",
+                       "pickle.utf8") from None
+    u._charge(sys.getsizeof(out))
+    u._push(out)
 
 
 def _global(u: Unpickler) -> None:
@@ -482,10 +589,10 @@ def _stack_global(u: Unpickler) -> None:
 def _reduce(u: Unpickler) -> None:
     args = u._pop()
     func = u._top()
-    if id(func) not in u._callables or u._callables[id(func)] is not func:
-        raise UnsafeCheckpointError(f"{u._source}: the pickle calls {short(func)}, which is not allowed")
+    if u._callables.get(id(func)) is not func:
+        raise u._error(f"the pickle calls {fmt(func)}, which is not allowed", "pickle.call", unsafe=True)
     if type(args) is not tuple:
-        raise CheckpointError(f"{u._source}: call arguments are a {type(args).__name__}, not a tuple")
+        raise u._error(f"call arguments are a {type(args).__name__}, not a tuple", "pickle.call")
     u._stack[-1] = func(*args)
 
 
@@ -493,9 +600,8 @@ def _build(u: Unpickler) -> None:
     u._pop()  # the state: dropped, an OrderedDict's BUILD carries only metadata
     inst = u._top()
     if type(inst) not in (collections.OrderedDict, dict):
-        raise UnsafeCheckpointError(
-            f"refusing to load {u._source}: its pickle sets the state of a "
-            f"{type(inst).__name__}, which a state dict never does")
+        raise u._error(f"refusing to load: its pickle sets the state of a {type(inst).__name__}, which a state "
+                       f"dict never does", "pickle.build", unsafe=True)
 
 
 def _binpersid(u: Unpickler) -> None:
@@ -505,48 +611,71 @@ def _binpersid(u: Unpickler) -> None:
 def _setitem(u: Unpickler) -> None:
     value = u._pop()
     key = u._pop()
-    u._target((dict, collections.OrderedDict), "sets items of")[checked_key(key)] = value
+    target = u._target((dict, collections.OrderedDict), "sets items of")
+    u._charge(_HASH)
+    target[u._key(key)] = value
 
 
 def _setitems(u: Unpickler) -> None:
     items = u._pop_mark()
     target = u._target((dict, collections.OrderedDict), "sets items of")
     if len(items) % 2:
-        raise CheckpointError(f"{u._source}: SETITEMS with an odd number of items")
+        raise u._error("SETITEMS with an odd number of items", "pickle.setitems")
+    u._charge(_HASH * (len(items) // 2))
     for i in range(0, len(items), 2):
-        target[checked_key(items[i])] = items[i + 1]
+        target[u._key(items[i])] = items[i + 1]
 
 
 def _dict(u: Unpickler) -> None:
     items = u._pop_mark()
     if len(items) % 2:
-        raise CheckpointError(f"{u._source}: DICT with an odd number of items")
-    u._push({checked_key(items[i]): items[i + 1] for i in range(0, len(items), 2)})
+        raise u._error("DICT with an odd number of items", "pickle.setitems")
+    u._charge(_CONTAINER + _HASH * (len(items) // 2))
+    u._push({u._key(items[i]): items[i + 1] for i in range(0, len(items), 2)})
 
 
-def _additems(u: Unpickler) -> None:
+def _empty(kind: type) -> Callable[[Unpickler], None]:
+    def run(u: Unpickler) -> None:
+        u._charge(_CONTAINER)
+        u._push(kind())
+    return run
+
+
+def _empty_tuple(u: Unpickler) -> None:
+    u._push(())  # the empty tuple is a singleton
+
+
+def _list(u: Unpickler) -> None:
     items = u._pop_mark()
-    u._target((set,), "adds items to").update(_checked_items(items))
+    u._charge(_SLOT * len(items))  # the MARK paid for the list itself
+    u._push(items)
 
 
-def _frozenset(u: Unpickler) -> None:
-    u._push(frozenset(_checked_items(u._pop_mark())))
+def _tuple(u: Unpickler) -> None:
+    items = u._pop_mark()
+    u._charge(_CONTAINER + _SLOT * len(items))
+    u._push(tuple(items))
 
 
 def _append(u: Unpickler) -> None:
     value = u._pop()
-    u._target((list,), "appends to").append(value)
+    target = u._target((list,), "appends to")
+    u._charge(_SLOT)
+    target.append(value)
 
 
 def _appends(u: Unpickler) -> None:
     items = u._pop_mark()
-    u._target((list,), "appends to").extend(items)
+    target = u._target((list,), "appends to")
+    u._charge(_SLOT * len(items))
+    target.extend(items)
 
 
 def _tuple_n(n: int) -> Callable[[Unpickler], None]:
     def run(u: Unpickler) -> None:
         if len(u._stack) < n:
-            raise CheckpointError(f"{u._source}: its pickle is malformed (the stack is empty at offset {u._pos})")
+            raise u._error(f"its pickle is malformed (the stack is empty at offset {u._pos})", "pickle.stack")
+        u._charge(_CONTAINER + _SLOT * n)
         items = tuple(u._stack[len(u._stack) - n:])
         del u._stack[len(u._stack) - n:]
         u._push(items)
@@ -554,6 +683,7 @@ def _tuple_n(n: int) -> Callable[[Unpickler], None]:
 
 
 def _put(u: Unpickler, index: int) -> None:
+    u._charge(_HASH)
     u._memo[index] = u._top()
 
 
@@ -561,16 +691,18 @@ def _get(u: Unpickler, index: int) -> None:
     try:
         u._push(u._memo[index])
     except KeyError:
-        raise CheckpointError(f"{u._source}: its pickle is malformed (memo entry {index} is not set)") from None
+        raise u._error(f"its pickle is malformed (memo entry {index} is not set)", "pickle.memo") from None
 
 
 def _memo_index(line: bytes, u: Unpickler) -> int:
+    if len(line) > 12:
+        raise u._error(f"memo index {clip(line.decode('latin1'), 40)} out of range", "pickle.memo")
     try:
         index = int(line)
     except ValueError:
-        raise CheckpointError(f"{u._source}: {clip(repr(line), 60)} is not a memo index") from None
+        raise u._error(f"{clip(line.decode('latin1'), 60)} is not a memo index", "pickle.memo") from None
     if not 0 <= index < 1 << 32:
-        raise CheckpointError(f"{u._source}: memo index {short(index)} out of range")
+        raise u._error(f"memo index {fmt(index)} out of range", "pickle.memo")
     return index
 
 
@@ -581,9 +713,9 @@ _DISPATCH: Dict[bytes, Callable[[Unpickler], None]] = {
     b"(": _mark,
     # integers and constants
     b"I": _int,
-    b"J": lambda u: u._push(u._unpack("<i", 4)),
-    b"K": lambda u: u._push(u._u8()),
-    b"M": lambda u: u._push(u._unpack("<H", 2)),
+    b"J": lambda u: _small_int(u, u._unpack("<i", 4)),
+    b"K": lambda u: _small_int(u, u._u8()),
+    b"M": lambda u: _small_int(u, u._unpack("<H", 2)),
     b"L": _long_text,
     b"\x8a": lambda u: u._long(u._u8()),
     b"\x8b": lambda u: u._long(u._unpack("<i", 4)),
@@ -591,34 +723,29 @@ _DISPATCH: Dict[bytes, Callable[[Unpickler], None]] = {
     b"\x88": lambda u: u._push(True),
     b"\x89": lambda u: u._push(False),
     b"F": _float_text,
-    b"G": lambda u: u._push(u._unpack(">d", 8)),
+    b"G": _binfloat,
     # strings and bytes
     b"V": _unicode_text,
     b"X": lambda u: u._push(u._text(u._take(u._unpack("<I", 4), "string"))),
     b"\x8c": lambda u: u._push(u._text(u._take(u._u8(), "string"))),
     b"\x8d": lambda u: u._push(u._text(u._take(u._unpack("<Q", 8), "string"))),
-    b"B": lambda u: u._push(u._take(u._unpack("<I", 4), "bytes object").tobytes()),
-    b"C": lambda u: u._push(u._take(u._u8(), "bytes object").tobytes()),
-    b"\x8e": lambda u: u._push(u._take(u._unpack("<Q", 8), "bytes object").tobytes()),
-    # protocol 5 writes a bytearray value this way; its length is checked like any other
-    b"\x96": lambda u: u._push(bytearray(u._take(u._unpack("<Q", 8), "bytearray"))),
+    b"B": lambda u: u._push(u._bytes_value(u._take(u._unpack("<I", 4), "bytes object"))),
+    b"C": lambda u: u._push(u._bytes_value(u._take(u._u8(), "bytes object"))),
+    b"\x8e": lambda u: u._push(u._bytes_value(u._take(u._unpack("<Q", 8), "bytes object"))),
     # containers
-    b")": lambda u: u._push(()),
-    b"t": lambda u: u._push(tuple(u._pop_mark())),
+    b")": _empty_tuple,
+    b"t": _tuple,
     b"\x85": _tuple_n(1),
     b"\x86": _tuple_n(2),
     b"\x87": _tuple_n(3),
-    b"]": lambda u: u._push([]),
-    b"l": lambda u: u._push(u._pop_mark()),
+    b"]": _empty(list),
+    b"l": _list,
     b"a": _append,
     b"e": _appends,
-    b"}": lambda u: u._push({}),
+    b"}": _empty(dict),
     b"d": _dict,
     b"s": _setitem,
     b"u": _setitems,
-    b"\x8f": lambda u: u._push(set()),
-    b"\x90": _additems,
-    b"\x91": _frozenset,
     # the memo
     b"p": lambda u: _put(u, _memo_index(u._line(), u)),
     b"q": lambda u: _put(u, u._u8()),

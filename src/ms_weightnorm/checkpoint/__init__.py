@@ -27,7 +27,7 @@ import numpy as np
 
 from .._checkpoint import (CheckpointError, LazyTensor, guarded, read_safetensors, read_torch_zip,
                           write_safetensors)
-from .._checkpoint.errors import clip, short
+from .._checkpoint.errors import clip, fmt_path, short
 from .._checkpoint.files import open_regular
 from .._checkpoint.torch_writer import BFloat16, write_torch_zip
 
@@ -58,15 +58,19 @@ def read_checkpoint(path: str, lazy: bool = False) -> Any:
     """
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"no checkpoint file at {path!r}")
+        # The path is the caller's, but it may be long or hold control characters: bounded, escaped.
+        err = FileNotFoundError(2, f"no checkpoint file at {fmt_path(path)}")
+        err.filename = fmt_path(path)
+        raise err
     head = guarded(_head, path)
     if _is_safetensors(path):
         return read_safetensors(path, lazy=lazy)
     if head[:2] == b"PK" or head[:1] == b"\x80":
         return read_torch_zip(path, lazy=lazy)
+    reason = "neither a safetensors file nor a torch.save file"
     raise CheckpointError(
-        f"{path!r} is neither a safetensors file nor a torch.save file: expected a .safetensors, "
-        f".pt, .pth or .bin checkpoint written by PyTorch")
+        f"{fmt_path(path)} is {reason}: expected a .safetensors, .pt, .pth or .bin checkpoint written "
+        f"by PyTorch", path=path, reason=reason, rule="reader.format")
 
 
 # --- what a checkpoint holds ----------------------------------------------------------------
@@ -230,7 +234,7 @@ def _select(obj: Any, key: Optional[str], path: str) -> Any:
     for part in key.split("/"):
         if not isinstance(node, Mapping) or part not in node:
             have = sorted(k for k, v in node.items() if isinstance(v, Mapping)) if isinstance(node, Mapping) else []
-            raise KeyError(f"{path} has no entry {key!r} (nested mappings here: {short(have)})")
+            raise KeyError(f"{fmt_path(path)} has no entry {short(key)} (nested mappings here: {short(have)})")
         node = node[part]
     return node
 
