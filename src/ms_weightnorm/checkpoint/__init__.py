@@ -18,6 +18,7 @@ refused with a message naming it, and nothing from it runs.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections import OrderedDict
@@ -59,9 +60,7 @@ def read_checkpoint(path: str, lazy: bool = False) -> Any:
     path = os.fspath(path)
     if not os.path.exists(path):
         # The path is the caller's, but it may be long or hold control characters: bounded, escaped.
-        err = FileNotFoundError(2, f"no checkpoint file at {fmt_path(path)}")
-        err.filename = fmt_path(path)
-        raise err
+        raise FileNotFoundError(errno.ENOENT, "no checkpoint file", fmt_path(path))
     head = guarded(_head, path)
     if _is_safetensors(path):
         return read_safetensors(path, lazy=lazy)
