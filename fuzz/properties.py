@@ -105,16 +105,20 @@ def _within_model(run, data: bytes, kind: str) -> None:
                 f"{allowed_bytes:.0f}) and {seconds:.3f} s (model: {allowed_seconds:.3f})")
 
 
-def _arrays(obj, out):
-    """Every array and lazy tensor in the loaded tree (bounded: the tree came from a bounded input)."""
-    if isinstance(obj, dict):
-        for v in obj.values():
-            _arrays(v, out)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            _arrays(v, out)
-    elif isinstance(obj, (np.ndarray, _tensors.LazyTensor)):
-        out.append(obj)
+def _arrays(obj, out, seen=None):
+    """Every array and lazy tensor in the loaded tree, each shared container visited once (a tuple
+    DAG of 40 levels has 2**40 leaves once expanded)."""
+    seen = set() if seen is None else seen
+    stack = [obj]
+    while stack:
+        obj = stack.pop()
+        if isinstance(obj, (dict, list, tuple)):
+            if id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            stack.extend(obj.values() if isinstance(obj, dict) else obj)
+        elif isinstance(obj, (np.ndarray, _tensors.LazyTensor)):
+            out.append(obj)
     return out
 
 
