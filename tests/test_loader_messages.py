@@ -44,8 +44,16 @@ def test_a_missing_file_gives_a_bounded_os_error(tmp_path, length):
 
 def test_a_wrong_save_name_gives_a_bounded_value_error(tmp_path):
     with pytest.raises(ValueError) as info:
-        torch_io.save_torch_state_dict(_net(), str(tmp_path / ("x" * 5000)) + "\x07.pt")
+        torch_io.save_torch_state_dict(_net(), str(tmp_path / ("x" * 5000)) + "\x07.ckpt")
     assert len(str(info.value)) <= MAX_MESSAGE and "\x07" not in str(info.value)
+
+
+def test_an_os_error_on_a_save_quotes_a_bounded_escaped_path(tmp_path):
+    name = str(tmp_path / ("x" * 5000)) + "\x07.pt"
+    with pytest.raises(OSError) as info:  # ENAMETOOLONG from the file system
+        torch_io.save_torch_state_dict(_net(), name)
+    assert len(str(info.value)) <= MAX_MESSAGE and "\x07" not in str(info.value)
+    assert info.value.filename.endswith("\\x07.pt")
 
 
 def test_keys_with_terminal_escapes_are_escaped_in_the_loader_message(tmp_path):

@@ -16,6 +16,8 @@ import os
 import secrets
 from typing import Callable, Iterable, Optional
 
+from .errors import fmt_path
+
 _SUFFIX_LEN = len(".") + 16 + len(".tmp")
 
 
@@ -39,9 +41,10 @@ def temporary_name(directory: str, base: str) -> str:
 def _with_path(err: OSError, path: str) -> OSError:
     """``err`` naming ``path``: EFBIG and ENOSPC from write() name no file, and an error on the
     temporary file names a path the caller never gave."""
-    if err.filename == path:
+    shown = fmt_path(path)  # a path may be long or hold control characters: bounded, escaped
+    if err.filename == shown:
         return err
-    out = type(err)(err.errno, err.strerror or os.strerror(err.errno or 0), path)
+    out = type(err)(err.errno, err.strerror or os.strerror(err.errno or 0), shown)
     out.__cause__ = err.__cause__
     return out
 
