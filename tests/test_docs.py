@@ -2,8 +2,8 @@
 
 The Python blocks of README.md and docs/*.md run page by page, each page's blocks in order in
 one namespace (a page builds on its earlier blocks), in a scratch working folder. A block
-preceded by the line ``<!-- run-in: mindone -->`` needs mindone: the mindone suite runs it in
-its own environment, so it is left out here. The site build is MkDocs with ``--strict``:
+preceded by a line ``<!-- run-in: mindone -->`` (or ``mindnlp``) needs that package: its own
+suite runs it in its own environment, so it is left out here (tests/doc_blocks.py). The site build is MkDocs with ``--strict``:
 a broken link, a page missing from the navigation, an unresolved docstring reference or a
 bad anchor fails it.
 """
@@ -23,28 +23,10 @@ from typing import Dict, List, Tuple
 
 import mindspore as ms
 import pytest
+from doc_blocks import blocks_for, python_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.md"))
-MINDONE_MARK = "<!-- run-in: mindone -->"
-
-_BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
-
-
-def python_blocks(text: str) -> List[Tuple[int, str, bool]]:
-    """``(line number, code, needs mindone)`` of each ```python block of a Markdown text.
-
-    >>> python_blocks("a\\n<!-- run-in: mindone -->\\n\\n```python\\nx = 1\\n```\\n```python\\ny = 2\\n```\\n")
-    [(4, 'x = 1\\n', True), (7, 'y = 2\\n', False)]
-    """
-    found = []
-    for match in _BLOCK.finditer(text):
-        before = [ln.strip() for ln in text[:match.start()].splitlines() if ln.strip()]
-        line = text.count("\n", 0, match.start()) + 1
-        found.append((line, match.group(1), bool(before) and before[-1] == MINDONE_MARK))
-    return found
-
-
 def test_the_pages_have_examples():
     counts = {p.name: len(python_blocks(p.read_text(encoding="utf-8"))) for p in PAGES}
     for name in ("README.md", "index.md", "getting-started.md", "porting.md", "spectral-norm.md", "paper.md"):
@@ -53,7 +35,7 @@ def test_the_pages_have_examples():
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_python_blocks_run(page, tmp_path, monkeypatch):
-    blocks = [(line, code) for line, code, mindone in python_blocks(page.read_text(encoding="utf-8")) if not mindone]
+    blocks = blocks_for(page.read_text(encoding="utf-8"), None)
     monkeypatch.chdir(tmp_path)  # the examples write files (model.pt, ...) where they run
     namespace = {"__name__": f"docs_{page.stem}"}
     mode = ms.get_context("mode")

@@ -1,29 +1,22 @@
-"""docs/mindnlp.md's ```py blocks marked ``<!-- run-in: mindnlp -->`` (the main suite runs only
-```python blocks, so it leaves them out), in order in one namespace, and the doctests of the
-mindnlp integration modules, which need mindnlp."""
+"""docs/mindnlp.md's blocks marked ``<!-- run-in: mindnlp -->`` (the main suite leaves them out),
+in order in one namespace, and the doctests of the mindnlp integration modules, which need
+mindnlp."""
 import doctest
-import re
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MARK = "<!-- run-in: mindnlp -->"
-_BLOCK = re.compile(r"^```py\n(.*?)^```", re.S | re.M)
+sys.path.append(str(ROOT / "tests"))  # the one block reader the three suites share
+
+from doc_blocks import blocks_for, python_blocks  # noqa: E402
+
 PAGE = ROOT / "docs" / "mindnlp.md"
 
 
-def mindnlp_blocks(text):
-    found = []
-    for match in _BLOCK.finditer(text):
-        before = [ln.strip() for ln in text[:match.start()].splitlines() if ln.strip()]
-        if before and before[-1] == MARK:
-            found.append((text.count("\n", 0, match.start()) + 1, match.group(1)))
-    return found
-
-
-def test_every_py_block_of_the_page_is_marked_and_runs(tmp_path, monkeypatch, capsys):
+def test_every_python_block_of_the_page_is_marked_and_runs(tmp_path, monkeypatch, capsys):
     text = PAGE.read_text(encoding="utf-8")
-    blocks = mindnlp_blocks(text)
-    assert len(blocks) == len(_BLOCK.findall(text)) >= 4  # none left unmarked, so none left untested
+    blocks = blocks_for(text, "mindnlp")
+    assert len(blocks) == len(python_blocks(text)) >= 4  # none left unmarked, so none left untested
     monkeypatch.chdir(tmp_path)
     namespace = {"__name__": "docs_mindnlp"}
     from ms_weightnorm.integrations import mindnlp as integration
@@ -37,10 +30,11 @@ def test_every_py_block_of_the_page_is_marked_and_runs(tmp_path, monkeypatch, ca
         integration.install()  # the session keeps it installed
     printed = capsys.readouterr().out.splitlines()
     # The outputs the page shows are what the blocks print.
-    assert printed[:2] == ["(1, 4, 14)", "For 'Conv2D', 'w_shape[0]' must be equal to 'out_channel', but got "
-                                         "'w_shape[0]': 8, 'out_channel': 4."]
-    assert printed[2:] == ["0.0", "True"]
-    assert "```text\n(1, 4, 14)\nFor 'Conv2D', 'w_shape[0]' must be equal to 'out_channel'" in text
+    shown = ["(1, 4, 14)", "For 'Conv2D', 'w_shape[0]' must be equal to 'out_channel',",
+             "  but got 'w_shape[0]': 8, 'out_channel': 4."]
+    assert printed[:3] == shown
+    assert printed[3:] == ["0.0", "True"]
+    assert "```text\n" + "\n".join(shown) + "\n```" in text
 
 
 def test_integration_doctests():

@@ -1,7 +1,7 @@
 """docs/*.md blocks marked ``<!-- run-in: mindone -->`` (the main suite leaves them out), and the
 doctests of ms_weightnorm.integrations.mindone, which need mindone."""
 import doctest
-import re
+import sys
 from pathlib import Path
 
 import mindspore as ms
@@ -9,17 +9,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MARK = "<!-- run-in: mindone -->"
-_BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 PAGES = [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.md"))
+sys.path.append(str(ROOT / "tests"))  # the one block reader the three suites share
+
+from doc_blocks import blocks_for  # noqa: E402
 
 
 def mindone_blocks(text):
-    found = []
-    for match in _BLOCK.finditer(text):
-        before = [ln.strip() for ln in text[:match.start()].splitlines() if ln.strip()]
-        if before and before[-1] == MARK:
-            found.append((text.count("\n", 0, match.start()) + 1, match.group(1)))
-    return found
+    return blocks_for(text, "mindone")
 
 
 def test_the_mindone_page_has_mindone_blocks():

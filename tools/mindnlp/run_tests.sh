@@ -10,25 +10,11 @@
 #   MS_WEIGHTNORM_MINDNLP_VENV=DIR  use (and fill, if needed) that venv instead of .venv-mindnlp.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
-venv="${MS_WEIGHTNORM_MINDNLP_VENV:-$repo/.venv-mindnlp}"
-say() { echo "tools/mindnlp/run_tests.sh: $*" >&2; }
+source "$repo/tools/integration_suite.sh"
 
-pins=("mindnlp==0.5.1" "mindspore==2.7.0" "transformers==4.57.1" "torch==2.13.0" "numpy<2" "pyarrow==22.0.0"
-      "peft==0.17.1" "diffusers==0.35.1" "pytest>=7")
-want="$(printf '%s\n' "${pins[@]}" | cksum | cut -d' ' -f1)"
-stamp="$venv/.ms_weightnorm_mindnlp_installed"
-if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
-  if [ ! -x "$venv/bin/python" ]; then
-    python="${PYTHON:-$(command -v python3.11 || command -v python3)}"
-    say "creating $venv with $python (mindnlp + MindSpore 2.7.0 + transformers + torch CPU: about 4 GB; measured 3.5 min)"
-    "$python" -m venv "$venv"
-  fi
-  "$venv/bin/python" -m pip install --quiet "${pins[@]}"
-  echo "$want" > "$stamp"
-fi
-
-cd "$repo"
-# -p no:cacheprovider keeps the checkout clean; rootdir is the repo so tests_mindnlp/conftest.py applies.
 # HF_HUB_OFFLINE: every model is built from a config or a local checkpoint; nothing is downloaded.
-HF_HUB_OFFLINE=1 PYTHONPATH="$repo/src${PYTHONPATH:+:$PYTHONPATH}" \
-  exec "$venv/bin/python" -m pytest -p no:cacheprovider -o addopts="" -c /dev/null --rootdir "$repo" tests_mindnlp "$@"
+export HF_HUB_OFFLINE=1
+run_integration_suite mindnlp "${MS_WEIGHTNORM_MINDNLP_VENV:-$repo/.venv-mindnlp}" \
+  "mindnlp + MindSpore 2.7.0 + transformers + torch CPU: about 4 GB; measured 3.5 min" tests_mindnlp \
+  -- "mindnlp==0.5.1" "mindspore==2.7.0" "transformers==4.57.1" "torch==2.13.0" "numpy<2" "pyarrow==22.0.0" \
+     "peft==0.17.1" "diffusers==0.35.1" "pytest>=7" -- "$@"
