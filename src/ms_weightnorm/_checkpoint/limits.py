@@ -38,7 +38,7 @@ class Limits:
     # The cost model: everything the unpickler builds is charged what it allocates or copies
     # (bytes, container slots, hash inserts; see unpickler.COSTS), cumulatively, never credited
     # back. The total may not exceed pickle_cost_per_byte * len(pickle) + pickle_cost_base, nor
-    # max_pickle_cost. torch.save spends about 45 units per pickle byte (some 4,500 per tensor).
+    # max_pickle_cost. torch.save spends about 40 units per pickle byte (docs/security.md).
     pickle_cost_per_byte: int = 64
     pickle_cost_base: int = 16 << 20
     max_pickle_cost: int = 1 << 30

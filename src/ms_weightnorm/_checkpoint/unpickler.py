@@ -13,7 +13,7 @@ byte of memory (:data:`COSTS`: a base per opcode, the bytes of every string buil
 slots, one hash insert per dict item or memo entry, per-tensor records), *before* it builds
 when the size is known. Charges add up over the whole load and are never credited back, so work
 that builds and discards (a ``BUILD`` state, an overwritten ``SETITEM``) is paid for too. The
-total may not exceed ``Limits.pickle_budget(len(pickle))``: ``pickle_cost_per_byte`` (32) units
+total may not exceed ``Limits.pickle_budget(len(pickle))``: ``pickle_cost_per_byte`` (64) units
 per byte of the pickle plus ``pickle_cost_base`` (16 MiB), so no file can multiply its own size
 by more than that. docs/security.md gives the measured memory and time per unit.
 
