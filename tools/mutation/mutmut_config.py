@@ -35,9 +35,10 @@ MODULE_TESTS = {
 }
 # The checkpoint reader, one module per format: fastest tests first (the package alone, no
 # MindSpore), then the loader's. limits.py is mutated too: every bound must be pinned.
-_READER_TESTS = ["tests/test_bf16_bits.py", "tests/test_unpickler.py", "tests/test_zip_reader.py",
-                 "tests/test_zip_rules.py", "tests/test_atomic.py", "tests/test_safetensors_writer.py",
-                 "tests/test_hostile_files.py", "tests/test_fuzz.py", "tests/test_torch_io.py"]
+_READER_TESTS = ["tests/test_bf16_bits.py", "tests/test_unpickler.py", "tests/test_cost_kinds.py",
+                 "tests/test_zip_reader.py", "tests/test_zip_rules.py", "tests/test_atomic.py",
+                 "tests/test_safetensors_writer.py", "tests/test_hostile_files.py", "tests/test_fuzz.py",
+                 "tests/test_torch_io.py"]
 for _module in ("limits", "errors", "zipfile_reader", "unpickler", "tensors", "torch_zip", "safetensors_io",
                 "atomic", "bf16", "files", "__init__"):
     MODULE_TESTS[f"_checkpoint/{_module}.py"] = [PKG + f"_checkpoint/{_module}.py", *_READER_TESTS]

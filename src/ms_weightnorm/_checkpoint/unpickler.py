@@ -46,14 +46,16 @@ from .tensors import (TORCH_DTYPES, STORAGE_TYPES, DType, Storage, StorageType, 
 # RSS to units are in docs/security.md). Every opcode pays OP; the rest are added to it.
 COSTS: Dict[str, int] = {
     "OP": 16,           # dispatch (time), and the stack slot of whatever it pushes
-    "SCALAR": 32,       # an int, float or complex object
+    "SCALAR": 40,       # an int (32 bytes up to 2**60), float or complex object
     "STRING": 56,       # str/bytes header; plus its bytes (str: its size in memory), plus the bytes decoded
     "CONTAINER": 160,   # a list, tuple or dict header, and its visit when the tree is finished
     "SLOT": 16,         # one list or tuple slot (with list over-allocation)
     "HASH": 96,         # one dict or memo insert (entry, index, amortized growth)
+    "ORDERED_DICT": 320,  # an OrderedDict: a dict, its linked list's root, and its first table
     "ORDERED_HASH": 160,  # one OrderedDict insert (its linked node too)
     "STORAGE": 512,     # a storage record description
-    "TENSOR": 768,      # a tensor description (shape, strides, the closure that reads it)
+    "TENSOR": 1024,     # a tensor description (the closure that reads it, its bounds)
+    "TENSOR_DIM": 48,   # per dimension of a tensor: its shape, strides and steps (three tuple slots)
 }
 _OP = COSTS["OP"]
 _SCALAR = COSTS["SCALAR"]
@@ -70,7 +72,7 @@ _KEY_INT = (1 << 61) - 2
 
 def _make_ordered_dict(u: "Unpickler", items: Any = ()) -> collections.OrderedDict:
     pairs = _checked_sequence(u, items)
-    u._charge(_CONTAINER + COSTS["ORDERED_HASH"] * len(pairs))
+    u._charge(COSTS["ORDERED_DICT"] + COSTS["ORDERED_HASH"] * len(pairs))
     out: collections.OrderedDict = collections.OrderedDict()
     for pair in pairs:
         if type(pair) not in (tuple, list) or len(pair) != 2:
@@ -397,11 +399,16 @@ class Unpickler:
 
     # -- tensor rebuilds (numpy implementations of torch._utils) --
 
+    def _charge_tensor(self, size: Any) -> None:
+        # Charged before the description is built; a size that is no sequence is refused by strided().
+        dims = len(size) if type(size) in (tuple, list) else 0
+        self._charge(COSTS["TENSOR"] + COSTS["TENSOR_DIM"] * dims)
+
     def _rebuild_tensor(self, storage, storage_offset, size, stride):
         if not isinstance(storage, Storage):
             raise self._error(f"a tensor rebuild got {type(storage).__name__}, not a storage", "pickle.rebuild",
                               unsafe=True)
-        self._charge(COSTS["TENSOR"])
+        self._charge_tensor(size)
         return strided(storage, storage.code, storage_offset, size, stride, self._source)
 
     def _rebuild_tensor_v2(self, storage, storage_offset, size, stride, requires_grad=False,
@@ -416,7 +423,7 @@ class Unpickler:
         code = TORCH_DTYPES.get(dtype.torch_name)
         if code is None:
             raise self._error(f"unsupported tensor dtype {fmt(dtype)}", "pickle.dtype")
-        self._charge(COSTS["TENSOR"])
+        self._charge_tensor(size)
         return strided(storage, code, storage_offset, size, stride, self._source)
 
     def _rebuild_parameter(self, data, requires_grad, backward_hooks):
