@@ -1,6 +1,6 @@
 """Load time and peak memory of the checkpoint reader, against an older version and the references.
 
-    bash run.sh exec python benchmarks/bench_checkpoint_load.py [--rounds 3] [--old-src DIR]
+    bash run.sh exec python benchmarks/bench_checkpoint_load.py [--rounds 3] [--old-src DIR] [--megabytes 100,1024]
 
 Files: a 100 MB and a 1 GB checkpoint, each of 256 float32 tensors, as ``torch.save`` writes
 them (``.pt``) and as ``safetensors`` writes them. Each load runs in a fresh process, after the
@@ -68,13 +68,14 @@ print(json.dumps({"seconds": seconds, "peak": status("VmHWM:") - base, "tensors"
 """
 
 
-def make_files(directory: str) -> dict:
+def make_files(directory: str, megabytes) -> dict:
     import numpy as np
     import torch
     from safetensors.numpy import save_file
 
     files = {}
-    for label, nbytes in (("100 MB", 100 << 20), ("1 GB", 1 << 30)):
+    for mb in megabytes:
+        label, nbytes = (f"{mb // 1024} GB" if mb % 1024 == 0 else f"{mb} MB"), mb << 20
         numel = nbytes // 4 // 256
         rng = np.random.default_rng(0)
         arrays = {f"layer.{i}.weight": rng.standard_normal(numel, dtype=np.float32) for i in range(256)}
@@ -102,10 +103,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--old-src", default="", help="the src directory of an older checkout to compare with")
+    parser.add_argument("--megabytes", default="100,1024", help="checkpoint sizes in MiB (default 100,1024)")
     parser.add_argument("--dir", default="", help="where to write the checkpoints (default: a temporary directory)")
     args = parser.parse_args()
     directory = args.dir or tempfile.mkdtemp(prefix="bench-load-")
-    files = make_files(directory)
+    files = make_files(directory, [int(mb) for mb in args.megabytes.split(",")])
     cells = []
     for label, path in files.items():
         kinds = ["this"] + (["old"] if args.old_src else [])

@@ -182,6 +182,16 @@ def _check_kernel_launch(r: Result) -> None:
     _no_mindspore_warnings(r)
 
 
+def _check_checkpoint_load(r: Result) -> None:
+    rows = re.findall(r"^8 MB (\.pt|\.safetensors) +(all|one) +(this|torch mmap|torch|safetensors) +(\d+\.\d+) ",
+                      r.out, flags=re.M)
+    assert sorted({(fmt, use, reader) for fmt, use, reader, _ in rows}) == sorted(
+        (fmt, use, reader) for use in ("all", "one") for fmt, reader in
+        ((".pt", "this"), (".pt", "torch"), (".pt", "torch mmap"), (".safetensors", "this"),
+         (".safetensors", "safetensors"))), r.out[-3000:]
+    assert all(float(seconds) > 0 for *_, seconds in rows), r.out[-3000:]
+
+
 def _check_added_cost_only(r: Result) -> None:
     assert "### What weight norm adds over a network's weights" in r.out, r.out[-2000:]
     assert "| 24 x (256, 256, 1, 3) | 0 |" in r.out
@@ -283,6 +293,8 @@ PLANS: Dict[str, Plan] = {
     "bash run.sh bench": Plan("cheap", " --help", _check_bench_help),
     "bash run.sh bench --skip kernels,reparam,train,infer": Plan("cheap", " --quick", _check_added_cost_only),
     "bash run.sh exec python benchmarks/bench_kernel_launch.py": Plan("full", "", _check_kernel_launch),
+    "bash run.sh exec python benchmarks/bench_checkpoint_load.py": Plan("cheap", " --megabytes 8 --rounds 1",
+                                                                        _check_checkpoint_load),
     "bash run.sh demo --out docs/demo --overwrite-tracked": Plan("cheap", DEMO_QUICK + " --setups plain,wn",
                                                                  _check_docs_demo),
     "bash run.sh demo --help": Plan("full", "", _check_demo_help),
