@@ -203,10 +203,15 @@ N = 4000
 
 
 def _kept_per_item(body, base, memo):
-    """Units charged and bytes kept per item, between ``N`` items of ``body`` and ``N`` of ``base``."""
-    spent_a, kept_a = _load(b"\x80\x04" + memo + b"(" + body * N + b"l.", measure=True)
-    spent_b, kept_b = _load(b"\x80\x04" + memo + b"(" + base * N + b"l.", measure=True)
-    return (spent_a - spent_b) / N, (kept_a - kept_b) / N
+    """Units charged and bytes kept per item, between ``n`` items of ``body`` and ``n`` of ``base``.
+
+    ``n`` is ``N``, fewer for big items (about 300 KB of pickle in all): tracemalloc slows
+    allocation-heavy loops several times over.
+    """
+    n = max(50, min(N, 300_000 // len(body)))
+    spent_a, kept_a = _load(b"\x80\x04" + memo + b"(" + body * n + b"l.", measure=True)
+    spent_b, kept_b = _load(b"\x80\x04" + memo + b"(" + base * n + b"l.", measure=True)
+    return (spent_a - spent_b) / n, (kept_a - kept_b) / n
 
 
 def _od_args(k):
