@@ -74,7 +74,7 @@ def test_readme_disk_and_time_figures_agree_with_run_sh():
     free = float(re.search(r"about (\d+) GB of free disk", readme).group(1))
     assert free > float(test_size.split()[0]) + 0.5  # pip's download cache comes on top
     assert "about 5 GB of free disk" in started
-    assert "about 20 minutes on a 2-core machine (1,207 s for `bash run.sh test`,\n1,745 tests" in readme
+    assert "about 16 minutes on a quiet 2-core machine (971 s for `bash run.sh test`,\n1,745 tests)" in readme
 
 
 def test_readme_links_resolve():
