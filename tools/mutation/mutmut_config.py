@@ -61,7 +61,9 @@ MODULE_TESTS["integrations/mindspore_api.py"] = [PKG + "integrations/mindspore_a
 # (the key-mapping code that the install tests do not reach).
 MODULE_TESTS["integrations/mindone.py"] = ["tests_mindone/test_install_rules.py", "tests_mindone/test_install.py",
                                            "tests_mindone/test_parity.py::test_wav2vec2_positional_conv"]
-MINDONE = {"integrations/mindone.py"}
+# The re-binding both integrations share (found, journaled, undone): mindone's install tests reach all of it.
+MODULE_TESTS["integrations/_rebind.py"] = ["tests_mindone/test_install_rules.py", "tests_mindone/test_install.py"]
+MINDONE = {"integrations/mindone.py", "integrations/_rebind.py"}
 # The assignment path alone: the functions of parametrize.py behind ``cell.weight = X``,
 # ``weight.set_data(X)`` and ``weight.data.set_data(X)``, against the tests of that path. A target
 # is (file, names of its top-level functions and classes whose lines are mutated).

@@ -28,14 +28,16 @@ from __future__ import annotations
 import sys
 from typing import Any, Dict, List, Tuple
 
+from ._rebind import Change, find_bindings, rebind, undo
+
 __all__ = ["install", "uninstall", "is_installed", "TESTED_VERSIONS", "mindnlp_version"]
 
 # The mindnlp releases this was tested against (tests_mindnlp/ runs 0.5.1; 0.5.0's
 # mindtorch/nn/utils/{weight_norm,parametrizations,parametrize}.py are byte-identical to 0.5.1's).
 TESTED_VERSIONS: Tuple[str, ...] = ("0.5.0", "0.5.1")
 
-# What install() changed, to be undone by uninstall(): (namespace dict, key, old, new).
-_CHANGES: List[Tuple[dict, str, Any, Any]] = []
+# What install() changed, to be undone by uninstall().
+_CHANGES: List[Change] = []
 _STATE: Dict[str, Any] = {}
 
 
@@ -98,18 +100,9 @@ def install(*, allow_untested: bool = False) -> List[str]:
     plan = ((ours.MINDTORCH_PARAMETRIZATION, ours.WeightNormParametrization),
             (ours.MINDTORCH_WEIGHT_NORM, ours.WeightNorm),
             (ours.MINDTORCH_REMOVE_WEIGHT_NORM, ours.remove_weight_norm))
-    found = []
-    for mod_name, mod in list(sys.modules.items()):
-        namespace = getattr(mod, "__dict__", None)
-        if not isinstance(namespace, dict) or mod_name.startswith("ms_weightnorm"):
-            continue
-        for key, value in list(namespace.items()):
-            for old, new in plan:
-                if value is old:
-                    found.append((namespace, key, old, new, f"{mod_name}.{key}"))
+    found = find_bindings(plan)
     for namespace, key, old, new, _ in found:
-        namespace[key] = new
-        _CHANGES.append((namespace, key, old, new))
+        rebind(namespace, key, old, new, _CHANGES)
     _STATE["changed"] = sorted(label for *_, label in found)
     return list(_STATE["changed"])
 
@@ -121,13 +114,6 @@ def uninstall() -> List[str]:
     """
     if not _STATE:
         return []
-    by_id = {id(vars(m)): name for name, m in list(sys.modules.items())
-             if isinstance(getattr(m, "__dict__", None), dict)}
-    restored = []
-    while _CHANGES:
-        namespace, key, old, new = _CHANGES.pop()
-        if namespace.get(key) is new:
-            namespace[key] = old
-            restored.append(f"{by_id.get(id(namespace), '?')}.{key}")
+    restored = undo(_CHANGES)
     _STATE.clear()
     return sorted(restored)

@@ -22,7 +22,6 @@ The core library never imports this module; it imports mindone only when called.
 """
 from __future__ import annotations
 
-import sys
 import types
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -34,6 +33,7 @@ from ..weight_norm import weight_norms
 from ..weight_norm import remove_weight_norm as _remove_weight_norm
 from ..weight_norm import weight_norm as _weight_norm
 from . import mindspore_api
+from ._rebind import Change, find_bindings, rebind, undo
 
 __all__ = ["install", "uninstall", "is_installed", "WeightNorm", "TESTED_VERSIONS", "torch_checkpoint_keys"]
 
@@ -183,7 +183,7 @@ def _with_torch_keys(original: Callable[[nn.Cell], dict]) -> Callable[[nn.Cell],
 
 
 # What install() changed, to be undone by uninstall(): (namespace dict, key, old, new).
-_CHANGES: List[Tuple[dict, str, Any, Any]] = []
+_CHANGES: List[Change] = []
 _STATE: Dict[str, Any] = {}
 
 
@@ -243,20 +243,12 @@ def install() -> List[str]:
                                f"{_MAPPING_FUNCTION}; nothing was changed")
     changed = []
     # Every module namespace that bound mindone's class, under any name.
-    for mod_name, mod in list(sys.modules.items()):
-        namespace = getattr(mod, "__dict__", None)
-        if not isinstance(namespace, dict) or mod_name.startswith("ms_weightnorm"):
-            continue
-        for key, value in list(namespace.items()):
-            if value is old:
-                namespace[key] = WeightNorm
-                _CHANGES.append((namespace, key, old, WeightNorm))
-                changed.append(f"{mod_name}.{key}")
+    for namespace, key, _, _, label in find_bindings(((old, WeightNorm),)):
+        rebind(namespace, key, old, WeightNorm, _CHANGES)
+        changed.append(label)
     for mod in loaders:
         original = getattr(mod, _MAPPING_FUNCTION)
-        patched = _with_torch_keys(original)
-        vars(mod)[_MAPPING_FUNCTION] = patched
-        _CHANGES.append((vars(mod), _MAPPING_FUNCTION, original, patched))
+        rebind(vars(mod), _MAPPING_FUNCTION, original, _with_torch_keys(original), _CHANGES)
         changed.append(f"{mod.__name__}.{_MAPPING_FUNCTION}")
     had_api = bool(mindspore_api.installed())
     api = mindspore_api.install()
@@ -268,13 +260,7 @@ def uninstall() -> List[str]:
     """Undo :func:`install` (only where its values are still in place); return what was restored."""
     if not _STATE:
         return []
-    restored = []
-    by_id = {id(vars(m)): name for name, m in list(sys.modules.items()) if isinstance(getattr(m, "__dict__", None), dict)}
-    while _CHANGES:
-        namespace, key, old, new = _CHANGES.pop()
-        if namespace.get(key) is new:
-            namespace[key] = old
-            restored.append(f"{by_id.get(id(namespace), '?')}.{key}")
+    restored = undo(_CHANGES)
     if _STATE.get("api_ours"):
         restored.extend(mindspore_api.uninstall())
     _STATE.clear()
