@@ -47,7 +47,7 @@ from .tensors import (TORCH_DTYPES, STORAGE_TYPES, DType, Storage, StorageType, 
 COSTS: Dict[str, int] = {
     "OP": 16,           # dispatch (time), and the stack slot of whatever it pushes
     "SCALAR": 40,       # an int (32 bytes up to 2**60), float or complex object
-    "STRING": 56,       # str/bytes header; plus its bytes (str: its size in memory), plus the bytes decoded
+    "STRING": 56,       # a bytes value's or a device name's header, besides its bytes (a str pays its getsizeof)
     "CONTAINER": 160,   # a list, tuple or dict header, and its visit when the tree is finished
     "SLOT": 16,         # one list or tuple slot (with list over-allocation)
     "HASH": 96,         # one dict or memo insert (entry, index, amortized growth)
