@@ -77,8 +77,8 @@ def test_readme_disk_and_time_figures_agree_with_run_sh():
     assert f"`.venv-torch-old` ({old_torch} GB)" in started
     assert free > float(test_size.split()[0]) + old_torch + 0.5  # and pip's temporary files
     assert f"about {free:g} GB of free disk" in started
-    assert ("16 to 20 minutes on a 2-core machine with nothing else running (971 to\n1,159 s for `bash run.sh test` "
-            "over three fresh clones, 1,745 tests)") in readme
+    assert ("16 to 20 minutes on a 2-core machine with nothing else running (971 to\n1,187 s for `bash run.sh test` "
+            "over four fresh clones, 1,745 tests)") in readme
     assert "the suite: 16 to 20 minutes on a\n2-core machine" in started
 
 
