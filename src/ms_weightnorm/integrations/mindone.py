@@ -182,7 +182,7 @@ def _with_torch_keys(original: Callable[[nn.Cell], dict]) -> Callable[[nn.Cell],
     return mappings
 
 
-# What install() changed, to be undone by uninstall(): (namespace dict, key, old, new).
+# What install() changed, to be undone by uninstall().
 _CHANGES: List[Change] = []
 _STATE: Dict[str, Any] = {}
 
